@@ -1,0 +1,1077 @@
+//! The wake cycle: dedupe, load, guard, think, commit, flush, ack.
+//!
+//! The rule this module keeps: a crash between any two steps loses nothing and applies
+//! no effect twice. Everything a wake produces (new session state, the applied marker,
+//! the outbox, task changes, timeline events) is written in one version-conditioned
+//! commit; the outbox is sent only after that commit, and every id a wake creates is
+//! derived from the id of the envelope that woke it. A redelivered envelope therefore
+//! finds its applied marker and only re-sends the same outbox, which receivers dedupe.
+
+use crate::catalog::Catalog;
+use crate::ids::{EnvelopeId, TaskId};
+use crate::llm::{Content, LlmError, Message, Model, ModelRequest, Role, ToolSpec};
+use crate::model::{
+    AgentDef, AgentName, Budget, CallSlot, Envelope, Event, EventKind, INLINE_BODY_LIMIT, Kind,
+    MAX_BODY_BYTES, MemoryNote, Origin, OutboxItem, ReplyTo, Session, SessionId, SessionStatus,
+    Task, TaskStatus, TaskUpdate, Usage,
+};
+use crate::ports::{
+    BlobStore, Clock, Commit, Loaded, Mailbox, PortError, Scheduler, SessionStore, TaskStore,
+};
+use crate::tools::{ToolContext, ToolRegistry};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// The tool names the kernel itself implements; their effects go through the outbox.
+pub const SEND_MESSAGE: &str = "send_message";
+pub const SCHEDULE_WAKEUP: &str = "schedule_wakeup";
+pub const REMEMBER: &str = "remember";
+
+/// The ports a kernel runs over.
+#[derive(Clone)]
+pub struct Ports {
+    pub sessions: Arc<dyn SessionStore>,
+    pub tasks: Arc<dyn TaskStore>,
+    pub mailbox: Arc<dyn Mailbox>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub scheduler: Arc<dyn Scheduler>,
+    pub model: Arc<dyn Model>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Ports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ports")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct KernelConfig {
+    /// Memory notes put in front of the model.
+    pub memory_limit: usize,
+    /// How often a wake re-reads and retries after losing a commit race.
+    pub conflict_retries: u32,
+    /// Envelope bodies above this size travel through the blob store.
+    pub inline_body_limit: usize,
+    /// Largest task input accepted by `submit`.
+    pub max_input_bytes: usize,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        Self {
+            memory_limit: 20,
+            conflict_retries: 8,
+            inline_body_limit: INLINE_BODY_LIMIT,
+            max_input_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// What became of one envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WakeOutcome {
+    /// Applied and committed; the outbox was sent.
+    Applied { outbox: usize },
+    /// Already applied before: its outbox was re-sent, nothing else happened.
+    Duplicate,
+    /// Could never be processed: parked on the dead-letter queue with this reason.
+    DeadLettered { reason: String },
+}
+
+/// A wake that should be retried later: the record is reported failed and comes back.
+/// Anything that can never succeed is handled inside the wake (failed task or dead
+/// letter) and is not an error.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("wake will be retried: {0}")]
+pub struct Retry(pub String);
+
+impl From<PortError> for Retry {
+    fn from(e: PortError) -> Self {
+        Retry(e.to_string())
+    }
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SubmitError {
+    #[error("unknown agent '{name}'; known agents: {known}")]
+    UnknownAgent { name: String, known: String },
+    #[error("the request is empty; say what you want done")]
+    EmptyInput,
+    #[error("the request is {bytes} bytes, over the limit of {limit} bytes")]
+    TooLarge { bytes: usize, limit: usize },
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error("the task was recorded but its first message could not be sent yet ({0}); it is re-sent at the next start")]
+    NotSent(String),
+}
+
+impl From<Retry> for SubmitError {
+    fn from(r: Retry) -> Self {
+        SubmitError::NotSent(r.0)
+    }
+}
+
+/// The wake cycle over a set of ports.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    catalog: Arc<Catalog>,
+    tools: Arc<ToolRegistry>,
+    ports: Ports,
+    config: KernelConfig,
+}
+
+impl Kernel {
+    pub fn new(
+        catalog: Catalog,
+        tools: ToolRegistry,
+        ports: Ports,
+        config: KernelConfig,
+    ) -> Result<Self, crate::model::ModelError> {
+        catalog.check_tools(&tools)?;
+        Ok(Self {
+            catalog: Arc::new(catalog),
+            tools: Arc::new(tools),
+            ports,
+            config,
+        })
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+    pub fn now_ms(&self) -> u64 {
+        self.ports.clock.now_ms()
+    }
+
+    /// Accepts a task for `agent`: records it and sends its first envelope. With
+    /// `id` given, a re-submit of the same id returns the existing task.
+    pub async fn submit(
+        &self,
+        agent: &str,
+        input: &str,
+        id: Option<TaskId>,
+    ) -> Result<Task, SubmitError> {
+        let Some(def) = self.catalog.get(agent) else {
+            return Err(SubmitError::UnknownAgent {
+                name: agent.to_string(),
+                known: self.catalog.names(),
+            });
+        };
+        if input.trim().is_empty() {
+            return Err(SubmitError::EmptyInput);
+        }
+        if input.len() > self.config.max_input_bytes {
+            return Err(SubmitError::TooLarge {
+                bytes: input.len(),
+                limit: self.config.max_input_bytes,
+            });
+        }
+        let now = self.now_ms();
+        let id = id.unwrap_or_else(|| TaskId::new(now));
+        let task = Task {
+            id,
+            status: TaskStatus::Queued,
+            agent: def.name.clone(),
+            input: input.to_string(),
+            result: None,
+            error: None,
+            usage: Usage::default(),
+            budget: def.budget.clone(),
+            trace_id: format!("trace-{id}"),
+            created_at: now,
+            updated_at: now,
+            first_envelope: EnvelopeId(id.0),
+        };
+        let event = Event {
+            id: EnvelopeId(id.0).event(u32::MAX),
+            task: id,
+            at: now,
+            agent: "user".into(),
+            kind: EventKind::Submitted,
+            detail: format!("to {}: {}", def.name, preview(input, 200)),
+            envelope: Some(task.first_envelope),
+        };
+        let created = self.ports.tasks.create_task(&task, &event).await?;
+        let task = if created {
+            task
+        } else {
+            match self.ports.tasks.get_task(id).await? {
+                Some(existing) => existing,
+                None => task,
+            }
+        };
+        if task.status == TaskStatus::Queued {
+            let first = self.prepare(vec![OutboxItem {
+                envelope: first_envelope(&task),
+                deliver_at: None,
+            }])
+            .await?;
+            self.flush(&first).await?;
+        }
+        Ok(task)
+    }
+
+    /// Re-sends the first envelope of every task still queued: after a crash between
+    /// recording a task and sending its envelope. Receivers dedupe, so this is safe to
+    /// run at every start. Returns how many were re-sent.
+    pub async fn recover(&self) -> Result<usize, PortError> {
+        let queued = self
+            .ports
+            .tasks
+            .list_tasks(Some(TaskStatus::Queued), usize::MAX)
+            .await?;
+        let items: Vec<OutboxItem> = queued
+            .iter()
+            .map(|t| OutboxItem {
+                envelope: first_envelope(t),
+                deliver_at: None,
+            })
+            .collect();
+        let items = self.prepare(items).await.map_err(|r| PortError::Unavailable(r.0))?;
+        self.flush(&items).await.map_err(|r| PortError::Unavailable(r.0))?;
+        Ok(items.len())
+    }
+
+    /// Runs one wake for `envelope`. `Err(Retry)` means: report the record failed so it
+    /// comes back; everything else has been fully handled.
+    pub async fn wake(&self, envelope: Envelope) -> Result<WakeOutcome, Retry> {
+        let Some(agent) = self.catalog.get(envelope.to.as_str()) else {
+            let reason = format!(
+                "unknown agent '{}'; known agents: {}",
+                envelope.to,
+                self.catalog.names()
+            );
+            return self.reject(&envelope, reason).await;
+        };
+        let envelope = match self.resolve_body(envelope).await? {
+            Ok(e) => e,
+            Err((e, reason)) => return self.reject(&e, reason).await,
+        };
+        let key = envelope.key();
+        for _ in 0..=self.config.conflict_retries {
+            let loaded = self
+                .ports
+                .sessions
+                .load(&key, envelope.task, envelope.id, self.config.memory_limit)
+                .await?;
+            if let Some(outbox) = loaded.applied {
+                // Dedupe: applied before, maybe crashed before the flush. Re-send only.
+                self.flush(&outbox).await?;
+                return Ok(WakeOutcome::Duplicate);
+            }
+            let Some(task) = loaded.task.clone() else {
+                let reason = format!("task {} does not exist", envelope.task);
+                return self.reject(&envelope, reason).await;
+            };
+            let run = WakeRun::new(self, agent, &envelope, task);
+            let mut commit = run.run(loaded).await?;
+            commit.outbox = self.prepare(std::mem::take(&mut commit.outbox)).await?;
+            match self.ports.sessions.commit(&commit).await {
+                Ok(()) => {
+                    self.flush(&commit.outbox).await?;
+                    return Ok(WakeOutcome::Applied {
+                        outbox: commit.outbox.len(),
+                    });
+                }
+                Err(PortError::Conflict) => {
+                    tracing::debug!(envelope = %envelope.id, "commit conflict; re-reading");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Retry(format!(
+            "session {} of agent {} kept changing during {} attempts",
+            envelope.session,
+            envelope.to,
+            self.config.conflict_retries + 1
+        )))
+    }
+
+    /// Parks an envelope that can never be processed and fails its task, if any, so
+    /// the person who submitted it sees why.
+    async fn reject(&self, envelope: &Envelope, reason: String) -> Result<WakeOutcome, Retry> {
+        tracing::warn!(envelope = %envelope.id, agent = %envelope.to, %reason, "dead-lettering envelope");
+        self.ports
+            .mailbox
+            .dead_letter(envelope.to.as_str(), &envelope.to_json(), &reason)
+            .await?;
+        let now = self.now_ms();
+        let update = TaskUpdate {
+            status: Some(TaskStatus::Failed),
+            error: Some(reason.clone()),
+            ..TaskUpdate::default()
+        };
+        let event = Event {
+            id: envelope.id.event(u32::MAX - 1),
+            task: envelope.task,
+            at: now,
+            agent: envelope.to.to_string(),
+            kind: EventKind::DeadLettered,
+            detail: reason.clone(),
+            envelope: Some(envelope.id),
+        };
+        self.ports
+            .tasks
+            .update_task(envelope.task, &update, &[event])
+            .await?;
+        Ok(WakeOutcome::DeadLettered { reason })
+    }
+
+    /// Handles queue text that is not an envelope at all.
+    pub async fn reject_raw(&self, agent: &str, body: &str, reason: &str) -> Result<(), Retry> {
+        tracing::warn!(agent, reason, "dead-lettering unparseable message");
+        self.ports.mailbox.dead_letter(agent, body, reason).await?;
+        Ok(())
+    }
+
+    /// Fetches a body sent by reference. `Ok(Err(..))` means it can never be read.
+    async fn resolve_body(
+        &self,
+        mut envelope: Envelope,
+    ) -> Result<Result<Envelope, (Envelope, String)>, Retry> {
+        if let Some(key) = envelope.body_ref.clone() {
+            match self.ports.blobs.get(&key).await? {
+                Some(bytes) => match String::from_utf8(bytes) {
+                    Ok(text) => {
+                        envelope.body = text;
+                        envelope.body_ref = None;
+                    }
+                    Err(_) => {
+                        let reason = format!("body at {key} is not UTF-8 text");
+                        return Ok(Err((envelope, reason)));
+                    }
+                },
+                None => {
+                    let reason = format!("body reference {key} points at nothing");
+                    return Ok(Err((envelope, reason)));
+                }
+            }
+        }
+        if envelope.body.len() > MAX_BODY_BYTES {
+            let reason = format!(
+                "body of {} bytes exceeds the limit of {} bytes",
+                envelope.body.len(),
+                MAX_BODY_BYTES
+            );
+            return Ok(Err((envelope, reason)));
+        }
+        Ok(Ok(envelope))
+    }
+
+    /// Moves bodies over the inline limit to the blob store, keyed by envelope id so a
+    /// re-run writes the same blob.
+    async fn prepare(&self, mut items: Vec<OutboxItem>) -> Result<Vec<OutboxItem>, Retry> {
+        for item in &mut items {
+            let env = &mut item.envelope;
+            if env.body.len() > self.config.inline_body_limit {
+                let key = format!("bodies/{}", env.id);
+                self.ports.blobs.put(&key, env.body.as_bytes()).await?;
+                env.body = String::new();
+                env.body_ref = Some(key);
+            }
+        }
+        Ok(items)
+    }
+
+    /// Sends an outbox: immediate envelopes in one call, future ones to the scheduler.
+    async fn flush(&self, outbox: &[OutboxItem]) -> Result<(), Retry> {
+        let now: Vec<Envelope> = outbox
+            .iter()
+            .filter(|i| i.deliver_at.is_none())
+            .map(|i| i.envelope.clone())
+            .collect();
+        if !now.is_empty() {
+            self.ports.mailbox.send(&now).await?;
+        }
+        for item in outbox {
+            if let Some(at) = item.deliver_at {
+                self.ports.scheduler.schedule(at, &item.envelope).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels a task: later envelopes of it are acknowledged without running.
+    pub async fn cancel(&self, id: TaskId, reason: &str) -> Result<Option<Task>, PortError> {
+        let now = self.now_ms();
+        let update = TaskUpdate {
+            status: Some(TaskStatus::Cancelled),
+            error: Some(format!("cancelled: {reason}")),
+            ..TaskUpdate::default()
+        };
+        let event = Event {
+            id: crate::ids::EventId::new(now),
+            task: id,
+            at: now,
+            agent: "user".into(),
+            kind: EventKind::Cancelled,
+            detail: reason.to_string(),
+            envelope: None,
+        };
+        self.ports.tasks.update_task(id, &update, &[event]).await
+    }
+}
+
+/// The envelope that starts `task`, rebuilt the same way every time.
+pub fn first_envelope(task: &Task) -> Envelope {
+    Envelope {
+        id: task.first_envelope,
+        task: task.id,
+        session: root_session(task.id),
+        from: "user".into(),
+        to: task.agent.clone(),
+        kind: Kind::Task,
+        body: task.input.clone(),
+        body_ref: None,
+        hop: 0,
+        trace_id: task.trace_id.clone(),
+        sent_at: task.created_at,
+        reply_to: None,
+        in_reply_to: None,
+    }
+}
+
+/// The session of the agent a task was submitted to.
+pub fn root_session(task: TaskId) -> SessionId {
+    SessionId::from_ulid(task.0)
+}
+
+/// The reason a task is over its budget, if it is.
+pub fn budget_breach(usage: &Usage, budget: &Budget) -> Option<String> {
+    if usage.llm_calls >= budget.max_llm_calls {
+        return Some(format!(
+            "budget exhausted: {} model calls reached the task's limit of {}",
+            usage.llm_calls, budget.max_llm_calls
+        ));
+    }
+    if usage.tokens() >= budget.max_tokens {
+        return Some(format!(
+            "budget exhausted: {} tokens reached the task's limit of {}",
+            usage.tokens(),
+            budget.max_tokens
+        ));
+    }
+    if usage.cost_micros >= budget.max_cost_micros {
+        return Some(format!(
+            "budget exhausted: ${:.4} spent reached the task's limit of ${:.4}",
+            usage.cost_micros as f64 / 1e6,
+            budget.max_cost_micros as f64 / 1e6
+        ));
+    }
+    None
+}
+
+/// Shortens text for the timeline, on a character boundary.
+pub fn preview(text: &str, max_chars: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max_chars {
+        one_line
+    } else {
+        let cut: String = one_line.chars().take(max_chars).collect();
+        format!("{cut}…")
+    }
+}
+
+/// One wake's work in progress, turned into a [`Commit`] at the end.
+struct WakeRun<'a> {
+    kernel: &'a Kernel,
+    agent: &'a AgentDef,
+    env: &'a Envelope,
+    task: Task,
+    now: u64,
+    events: Vec<Event>,
+    outbox: Vec<OutboxItem>,
+    memory: Vec<MemoryNote>,
+    update: TaskUpdate,
+    children: u32,
+    expected_version: u64,
+}
+
+impl<'a> WakeRun<'a> {
+    fn new(kernel: &'a Kernel, agent: &'a AgentDef, env: &'a Envelope, task: Task) -> Self {
+        let now = kernel.now_ms();
+        Self {
+            kernel,
+            agent,
+            env,
+            task,
+            now,
+            events: Vec::new(),
+            outbox: Vec::new(),
+            memory: Vec::new(),
+            update: TaskUpdate {
+                usage: Usage {
+                    wakes: 1,
+                    ..Usage::default()
+                },
+                ..TaskUpdate::default()
+            },
+            children: 0,
+            expected_version: 0,
+        }
+    }
+
+    fn is_root(&self) -> bool {
+        self.env.to == self.task.agent && self.env.session == root_session(self.task.id)
+    }
+
+    fn event(&mut self, kind: EventKind, detail: impl Into<String>) {
+        let index = self.events.len() as u32;
+        self.events.push(Event {
+            id: self.env.id.event(index),
+            task: self.env.task,
+            at: self.now,
+            agent: self.agent.name.to_string(),
+            kind,
+            detail: detail.into(),
+            envelope: Some(self.env.id),
+        });
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.event(EventKind::Failed, reason.clone());
+        self.update.status = Some(TaskStatus::Failed);
+        self.update.error = Some(reason);
+    }
+
+    fn next_child(&mut self) -> EnvelopeId {
+        let id = self.env.id.child(self.children);
+        self.children += 1;
+        id
+    }
+
+    fn commit(self, session: Option<Session>) -> Commit {
+        let session = session.map(|mut s| {
+            s.version = self.expected_version + 1;
+            s.updated_at = self.now;
+            s
+        });
+        Commit {
+            key: self.env.key(),
+            task: self.env.task,
+            envelope: self.env.id,
+            expected_version: self.expected_version,
+            session,
+            outbox: self.outbox,
+            task_update: self.update,
+            events: self.events,
+            memory: self.memory,
+        }
+    }
+
+    async fn run(mut self, loaded: Loaded) -> Result<Commit, Retry> {
+        let env = self.env;
+        // Guard.
+        if self.task.status.is_final() {
+            let detail = format!(
+                "{} from {} ignored: the task is already {}",
+                env.kind, env.from, self.task.status
+            );
+            self.event(EventKind::Ignored, detail);
+            return Ok(self.commit(None));
+        }
+        if env.hop > self.task.budget.max_hops {
+            let reason = format!(
+                "hop limit reached: this {} from {} to {} is hop {}, over the task's limit of {} \
+                 (agents may be messaging each other in a loop)",
+                env.kind, env.from, env.to, env.hop, self.task.budget.max_hops
+            );
+            self.fail(reason);
+            return Ok(self.commit(None));
+        }
+        if self.now > self.task.deadline_ms() {
+            let reason = format!(
+                "timed out: the task ran past its limit of {} s",
+                self.task.budget.timeout_secs
+            );
+            self.fail(reason);
+            return Ok(self.commit(None));
+        }
+        if let Some(reason) = budget_breach(&self.task.usage, &self.task.budget) {
+            self.fail(reason);
+            return Ok(self.commit(None));
+        }
+
+        // Load: an existing session, or a new one for new work.
+        let mut session = match (loaded.session, env.kind) {
+            (Some(s), _) => s,
+            (None, Kind::Task | Kind::Message) => Session {
+                agent: self.agent.name.clone(),
+                id: env.session.clone(),
+                task: env.task,
+                version: 0,
+                status: SessionStatus::Active,
+                origin: Origin {
+                    from: env.from.clone(),
+                    reply_to: env.reply_to.clone(),
+                },
+                transcript: Vec::new(),
+                open_calls: Vec::new(),
+                deferred: Vec::new(),
+                wakes: 0,
+                created_at: self.now,
+                updated_at: self.now,
+            },
+            (None, kind) => {
+                let detail = format!("{kind} from {} for a session that does not exist", env.from);
+                self.event(EventKind::Ignored, detail);
+                return Ok(self.commit(None));
+            }
+        };
+        self.expected_version = session.version;
+        session.wakes += 1;
+
+        // Apply the envelope to the session.
+        match env.kind {
+            Kind::Task | Kind::Message => {
+                self.event(
+                    EventKind::Woke,
+                    format!("{} from {}: {}", env.kind, env.from, preview(&env.body, 160)),
+                );
+                let text = match env.kind {
+                    Kind::Task => env.body.clone(),
+                    _ => format!("Request from agent {}: {}", env.from, env.body),
+                };
+                if session.status == SessionStatus::Done {
+                    session.origin = Origin {
+                        from: env.from.clone(),
+                        reply_to: env.reply_to.clone(),
+                    };
+                }
+                if session.open_calls.is_empty() {
+                    session.transcript.push(Message::user(text));
+                } else {
+                    session.deferred.push(text);
+                }
+                session.status = SessionStatus::Active;
+            }
+            Kind::Reply | Kind::Wake | Kind::Approval => {
+                let call = env.in_reply_to.as_deref().unwrap_or_default();
+                let body = match env.kind {
+                    Kind::Wake => format!("Scheduled wake-up: {}", env.body),
+                    Kind::Approval => format!("Decision: {}", env.body),
+                    _ => env.body.clone(),
+                };
+                let slot = session
+                    .open_calls
+                    .iter_mut()
+                    .find(|s| s.id == call && s.result.is_none());
+                match slot {
+                    Some(slot) => slot.result = Some(body),
+                    None => {
+                        let detail = format!(
+                            "{} from {} answers no open call ({call:?})",
+                            env.kind, env.from
+                        );
+                        self.event(EventKind::Ignored, detail);
+                        return Ok(self.commit(None));
+                    }
+                }
+                let open = session.open_calls.iter().filter(|s| s.result.is_none()).count();
+                let total = session.open_calls.len();
+                self.event(
+                    EventKind::Woke,
+                    format!(
+                        "{} from {} ({} of {} answered)",
+                        env.kind,
+                        env.from,
+                        total - open,
+                        total
+                    ),
+                );
+            }
+        }
+
+        // Fan-in: think only once every call of the open turn has its result.
+        let waiting = session.open_calls.iter().filter(|s| s.result.is_none()).count();
+        if waiting > 0 {
+            session.status = SessionStatus::Waiting;
+            self.event(
+                EventKind::Waiting,
+                format!("asleep until {waiting} more answer(s) arrive"),
+            );
+        } else {
+            if !session.open_calls.is_empty() {
+                let slots = std::mem::take(&mut session.open_calls);
+                let deferred = std::mem::take(&mut session.deferred);
+                session.transcript.push(results_message(&slots, deferred));
+            }
+            let memory = loaded.memory;
+            self.think(&mut session, &memory).await?;
+        }
+
+        if self.is_root() && self.update.status.is_none() {
+            self.update.status = Some(match session.status {
+                SessionStatus::Waiting => TaskStatus::Waiting,
+                _ => TaskStatus::Running,
+            });
+        }
+        Ok(self.commit(Some(session)))
+    }
+
+    async fn think(&mut self, session: &mut Session, memory: &[MemoryNote]) -> Result<(), Retry> {
+        let steps = self.agent.limits.max_steps_per_wake;
+        for _ in 0..steps {
+            let mut spent = self.task.usage;
+            spent.add(&self.update.usage);
+            if let Some(reason) = budget_breach(&spent, &self.task.budget) {
+                self.fail(reason);
+                session.status = SessionStatus::Done;
+                return Ok(());
+            }
+            let request = self.request(session, memory);
+            let response = match self.kernel.ports.model.complete(&request).await {
+                Ok(r) => r,
+                Err(LlmError::Transient(m)) => return Err(Retry(format!("model: {m}"))),
+                Err(LlmError::Permanent(m)) => {
+                    self.fail(format!("agent {}: model call failed: {m}", self.agent.name));
+                    session.status = SessionStatus::Done;
+                    return Ok(());
+                }
+            };
+            let u = &response.usage;
+            self.update.usage.llm_calls += 1;
+            self.update.usage.input_tokens += u.input_tokens;
+            self.update.usage.output_tokens += u.output_tokens;
+            self.update.usage.cost_micros += u.cost_micros;
+            let calls: Vec<(String, String, Value)> = response
+                .tool_uses()
+                .map(|(id, name, input)| (id.to_string(), name.to_string(), input.clone()))
+                .collect();
+            self.event(
+                EventKind::Model,
+                format!(
+                    "{} → {} tool call(s), {} tokens",
+                    response.model,
+                    calls.len(),
+                    u.input_tokens + u.output_tokens
+                ),
+            );
+            session.transcript.push(Message {
+                role: Role::Assistant,
+                content: response.content.clone(),
+            });
+            if calls.is_empty() {
+                self.finish(session, response.text());
+                return Ok(());
+            }
+            let mut slots = Vec::with_capacity(calls.len());
+            for (id, name, input) in calls {
+                slots.push(self.call(session, id, name, input).await);
+            }
+            if slots.iter().all(|s| s.result.is_some()) {
+                session.transcript.push(results_message(&slots, Vec::new()));
+                continue;
+            }
+            let waiting = slots.iter().filter(|s| s.result.is_none()).count();
+            session.open_calls = slots;
+            session.status = SessionStatus::Waiting;
+            self.event(
+                EventKind::Waiting,
+                format!("asleep until {waiting} answer(s) arrive"),
+            );
+            return Ok(());
+        }
+        self.fail(format!(
+            "agent {} made {steps} model calls in one wake without finishing \
+             (limits.max_steps_per_wake = {steps})",
+            self.agent.name
+        ));
+        session.status = SessionStatus::Done;
+        Ok(())
+    }
+
+    fn request(&self, session: &Session, memory: &[MemoryNote]) -> ModelRequest {
+        let catalog = &self.kernel.catalog;
+        let mut system = self.agent.system_prompt.trim().to_string();
+        system.push_str(&format!("\n\nYou are the agent `{}`.", self.agent.name));
+        if !self.agent.may_message.is_empty() {
+            system.push_str(
+                "\nAgents you can delegate to with send_message (their answers come back \
+                 as the tool results):",
+            );
+            for peer in &self.agent.may_message {
+                if let Some(def) = catalog.get(peer.as_str()) {
+                    system.push_str(&format!("\n- {}: {}", def.name, def.purpose));
+                }
+            }
+        }
+        if !memory.is_empty() {
+            system.push_str("\nYour long-term memory:");
+            for note in memory {
+                system.push_str(&format!("\n- {}", note.text));
+            }
+        }
+        let mut tools: Vec<ToolSpec> = self
+            .agent
+            .tools
+            .iter()
+            .filter_map(|t| self.kernel.tools.get(t))
+            .map(|t| t.spec())
+            .collect();
+        tools.extend(kernel_tools(self.agent));
+        ModelRequest {
+            model: self.agent.model.clone(),
+            agent: self.agent.name.to_string(),
+            system,
+            messages: session.transcript.clone(),
+            tools,
+            max_tokens: self.agent.limits.max_output_tokens,
+        }
+    }
+
+    /// Runs one tool call: inline for synchronous tools, through the outbox for the
+    /// kernel's asynchronous ones (whose slot stays open until the answer arrives).
+    async fn call(&mut self, session: &Session, id: String, name: String, input: Value) -> CallSlot {
+        let mut slot = CallSlot {
+            id: id.clone(),
+            name: name.clone(),
+            target: None,
+            result: None,
+            is_error: false,
+        };
+        let fail = |mut slot: CallSlot, msg: String| {
+            slot.result = Some(msg);
+            slot.is_error = true;
+            slot
+        };
+        match name.as_str() {
+            SEND_MESSAGE => {
+                let peer = input.get("agent").and_then(Value::as_str).unwrap_or_default();
+                let request = input.get("request").and_then(Value::as_str).unwrap_or_default();
+                let Some(peer) = self.agent.may_message.iter().find(|p| p.as_str() == peer) else {
+                    let allowed: Vec<&str> =
+                        self.agent.may_message.iter().map(AgentName::as_str).collect();
+                    return fail(
+                        slot,
+                        format!(
+                            "agent {peer:?} is not one you may message; allowed: {}",
+                            allowed.join(", ")
+                        ),
+                    );
+                };
+                if request.trim().is_empty() {
+                    return fail(slot, "send_message needs a non-empty `request`".into());
+                }
+                let peer = peer.clone();
+                let child = self.next_child();
+                let child_session = SessionId::from_ulid(child.0);
+                self.outbox.push(OutboxItem {
+                    envelope: Envelope {
+                        id: child,
+                        task: self.env.task,
+                        session: child_session,
+                        from: self.agent.name.to_string(),
+                        to: peer.clone(),
+                        kind: Kind::Message,
+                        body: request.to_string(),
+                        body_ref: None,
+                        hop: self.env.hop + 1,
+                        trace_id: self.env.trace_id.clone(),
+                        sent_at: self.now,
+                        reply_to: Some(ReplyTo {
+                            agent: self.agent.name.clone(),
+                            session: session.id.clone(),
+                            call_id: id,
+                        }),
+                        in_reply_to: None,
+                    },
+                    deliver_at: None,
+                });
+                self.event(
+                    EventKind::Delegated,
+                    format!("→ {peer}: {}", preview(request, 160)),
+                );
+                slot.target = Some(peer.to_string());
+                slot
+            }
+            SCHEDULE_WAKEUP => {
+                let secs = input.get("after_seconds").and_then(Value::as_u64).unwrap_or(0);
+                let note = input.get("note").and_then(Value::as_str).unwrap_or_default();
+                if !(1..=31_536_000).contains(&secs) {
+                    return fail(slot, "after_seconds must be between 1 and 31536000".into());
+                }
+                let child = self.next_child();
+                let at = self.now + secs * 1000;
+                self.outbox.push(OutboxItem {
+                    envelope: Envelope {
+                        id: child,
+                        task: self.env.task,
+                        session: session.id.clone(),
+                        from: "scheduler".into(),
+                        to: self.agent.name.clone(),
+                        kind: Kind::Wake,
+                        body: note.to_string(),
+                        body_ref: None,
+                        hop: self.env.hop + 1,
+                        trace_id: self.env.trace_id.clone(),
+                        sent_at: self.now,
+                        reply_to: None,
+                        in_reply_to: Some(id),
+                    },
+                    deliver_at: Some(at),
+                });
+                self.event(
+                    EventKind::Scheduled,
+                    format!("wake-up in {secs} s: {}", preview(note, 120)),
+                );
+                slot.target = Some(self.agent.name.to_string());
+                slot
+            }
+            REMEMBER => {
+                let note = input.get("note").and_then(Value::as_str).unwrap_or_default();
+                if note.trim().is_empty() {
+                    return fail(slot, "remember needs a non-empty `note`".into());
+                }
+                let index = self.memory.len() as u32;
+                self.memory.push(MemoryNote {
+                    id: self.env.id.derive("memory", index).to_string(),
+                    at: self.now,
+                    text: note.to_string(),
+                });
+                slot.result = Some("Noted in long-term memory.".into());
+                slot
+            }
+            _ => {
+                let tool = self
+                    .agent
+                    .tools
+                    .iter()
+                    .any(|t| *t == name)
+                    .then(|| self.kernel.tools.get(&name))
+                    .flatten();
+                let Some(tool) = tool else {
+                    return fail(slot, format!("no tool named {name:?} is available to you"));
+                };
+                self.update.usage.tool_calls += 1;
+                let ctx = ToolContext {
+                    agent: self.agent.name.clone(),
+                    session: session.id.clone(),
+                    task: self.env.task,
+                    now_ms: self.now,
+                };
+                let args = preview(&input.to_string(), 120);
+                match tool.call(input, &ctx).await {
+                    Ok(out) => {
+                        self.event(
+                            EventKind::ToolCall,
+                            format!("{name}({args}) → {}", preview(&out, 160)),
+                        );
+                        slot.result = Some(out);
+                        slot
+                    }
+                    Err(e) => {
+                        self.event(EventKind::ToolCall, format!("{name}({args}) failed: {e}"));
+                        fail(slot, e.to_string())
+                    }
+                }
+            }
+        }
+    }
+
+    /// The model answered without tool calls: that text is this session's answer.
+    fn finish(&mut self, session: &mut Session, text: String) {
+        session.status = SessionStatus::Done;
+        match session.origin.reply_to.clone() {
+            Some(rt) => {
+                let child = self.next_child();
+                self.outbox.push(OutboxItem {
+                    envelope: Envelope {
+                        id: child,
+                        task: self.env.task,
+                        session: rt.session,
+                        from: self.agent.name.to_string(),
+                        to: rt.agent.clone(),
+                        kind: Kind::Reply,
+                        body: text.clone(),
+                        body_ref: None,
+                        hop: self.env.hop + 1,
+                        trace_id: self.env.trace_id.clone(),
+                        sent_at: self.now,
+                        reply_to: None,
+                        in_reply_to: Some(rt.call_id),
+                    },
+                    deliver_at: None,
+                });
+                self.event(
+                    EventKind::Replied,
+                    format!("→ {}: {}", rt.agent, preview(&text, 200)),
+                );
+            }
+            None => {
+                self.event(EventKind::Answer, text.clone());
+                self.update.status = Some(TaskStatus::Succeeded);
+                self.update.result = Some(text);
+            }
+        }
+    }
+}
+
+/// The user turn that carries a closed turn's tool results, in call order, followed
+/// by any requests that arrived meanwhile.
+fn results_message(slots: &[CallSlot], deferred: Vec<String>) -> Message {
+    let mut content: Vec<Content> = slots
+        .iter()
+        .map(|s| Content::ToolResult {
+            tool_use_id: s.id.clone(),
+            content: s.result.clone().unwrap_or_default(),
+            is_error: s.is_error,
+        })
+        .collect();
+    content.extend(deferred.into_iter().map(|text| Content::Text { text }));
+    Message {
+        role: Role::User,
+        content,
+    }
+}
+
+/// The kernel's own tools, as the model sees them.
+pub fn kernel_tools(agent: &AgentDef) -> Vec<ToolSpec> {
+    let mut tools = Vec::new();
+    if !agent.may_message.is_empty() {
+        let names: Vec<&str> = agent.may_message.iter().map(AgentName::as_str).collect();
+        tools.push(ToolSpec {
+            name: SEND_MESSAGE.into(),
+            description: "Delegate a self-contained sub-task to another agent. You fall asleep \
+                          after this turn; the agent's answer arrives as this call's result."
+                .into(),
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "agent": {"type": "string", "enum": names},
+                    "request": {"type": "string", "description": "What the agent should do, with everything it needs to know."}
+                },
+                "required": ["agent", "request"]
+            }),
+        });
+    }
+    tools.push(ToolSpec {
+        name: SCHEDULE_WAKEUP.into(),
+        description: "Sleep and be woken again after a delay; the note comes back as the result."
+            .into(),
+        input_schema: json!({
+            "type": "object",
+            "properties": {
+                "after_seconds": {"type": "integer", "minimum": 1, "maximum": 31536000},
+                "note": {"type": "string"}
+            },
+            "required": ["after_seconds", "note"]
+        }),
+    });
+    tools.push(ToolSpec {
+        name: REMEMBER.into(),
+        description: "Keep a short note in your long-term memory, seen in every later task.".into(),
+        input_schema: json!({
+            "type": "object",
+            "properties": {"note": {"type": "string"}},
+            "required": ["note"]
+        }),
+    });
+    tools
+}

@@ -1,0 +1,33 @@
+//! # aos-kernel
+//!
+//! The agent wake cycle of AOS as pure logic over ports. This crate never touches the
+//! AWS SDK, the Lambda runtime or the environment, so it builds in seconds and its
+//! tests run in milliseconds against in-memory ports.
+//!
+//! Module map:
+//! - [`ids`]: time-sortable ULIDs and ids derived deterministically from a parent.
+//! - [`model`]: envelopes, agent definitions, sessions, tasks, timeline events.
+//! - [`llm`]: the model port (provider-neutral tool-calling chat).
+//! - [`tools`]: synchronous tools and their registry.
+//! - [`ports`]: the storage, queue, blob, scheduler and clock traits.
+//! - [`catalog`]: the checked set of agents.
+//! - [`kernel`]: the wake cycle itself (dedupe, load, guard, think, commit, flush).
+//! - [`offline`]: a deterministic model that needs no API key.
+//! - `testkit` (feature): in-memory ports, a scripted model, the conformance suite.
+
+pub mod catalog;
+pub mod ids;
+pub mod kernel;
+pub mod llm;
+pub mod model;
+pub mod offline;
+pub mod ports;
+pub mod tools;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use catalog::Catalog;
+pub use ids::{EnvelopeId, EventId, TaskId};
+pub use kernel::{Kernel, KernelConfig, Ports, Retry, SubmitError, WakeOutcome};
+pub use model::{AgentDef, AgentName, Envelope, Event, EventKind, Kind, SessionId, Task, TaskStatus};

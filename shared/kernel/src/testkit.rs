@@ -1,0 +1,435 @@
+//! In-memory ports and test models. They keep the same contracts as the real adapters
+//! (the conformance suite in [`conformance`] runs against them too), so kernel tests
+//! prove behaviour, not mocks. Each adapter can be told to fail, to test crash paths.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod conformance;
+
+use crate::ids::{EnvelopeId, TaskId};
+use crate::llm::{LlmError, Model, ModelRequest, ModelResponse};
+use crate::model::{
+    Envelope, Event, MemoryNote, OutboxItem, Session, SessionKey, Task, TaskStatus, TaskUpdate,
+};
+use crate::ports::{
+    BlobStore, Clock, Commit, DeadLetter, Inbox, Loaded, Mailbox, PortError, Received,
+    Scheduler, SessionStore, TaskStore,
+};
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A clock tests move by hand.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    pub fn new(ms: u64) -> Self {
+        Self(AtomicU64::new(ms))
+    }
+    pub fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Default)]
+struct StoreState {
+    sessions: HashMap<SessionKey, Session>,
+    applied: HashMap<(SessionKey, EnvelopeId), Vec<OutboxItem>>,
+    tasks: BTreeMap<TaskId, Task>,
+    events: BTreeMap<TaskId, Vec<Event>>,
+    memory: HashMap<String, Vec<MemoryNote>>,
+}
+
+/// Session and task store in memory.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    state: Mutex<StoreState>,
+    /// Commits still to fail with `Unavailable` (to simulate a crash before commit).
+    pub fail_commits: AtomicU64,
+    pub commits: AtomicU64,
+}
+
+#[async_trait]
+impl SessionStore for MemStore {
+    async fn load(
+        &self,
+        key: &SessionKey,
+        task: TaskId,
+        envelope: EnvelopeId,
+        memory_limit: usize,
+    ) -> Result<Loaded, PortError> {
+        let s = self.state.lock().unwrap();
+        let memory = s.memory.get(key.agent.as_str()).cloned().unwrap_or_default();
+        let skip = memory.len().saturating_sub(memory_limit);
+        Ok(Loaded {
+            session: s.sessions.get(key).cloned(),
+            applied: s.applied.get(&(key.clone(), envelope)).cloned(),
+            task: s.tasks.get(&task).cloned(),
+            memory: memory.into_iter().skip(skip).collect(),
+        })
+    }
+
+    async fn commit(&self, c: &Commit) -> Result<(), PortError> {
+        if self
+            .fail_commits
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(PortError::Unavailable("injected commit failure".into()));
+        }
+        let mut s = self.state.lock().unwrap();
+        if s.applied.contains_key(&(c.key.clone(), c.envelope)) {
+            return Err(PortError::Conflict);
+        }
+        if let Some(session) = &c.session {
+            let current = s.sessions.get(&c.key).map(|s| s.version).unwrap_or(0);
+            if current != c.expected_version {
+                return Err(PortError::Conflict);
+            }
+            s.sessions.insert(c.key.clone(), session.clone());
+        }
+        s.applied
+            .insert((c.key.clone(), c.envelope), c.outbox.clone());
+        let now = c.events.last().map(|e| e.at).unwrap_or(0);
+        if let Some(task) = s.tasks.get_mut(&c.task) {
+            c.task_update.apply_to(task, now);
+        }
+        let log = s.events.entry(c.task).or_default();
+        for e in &c.events {
+            if !log.iter().any(|x| x.id == e.id) {
+                log.push(e.clone());
+            }
+        }
+        s.memory
+            .entry(c.key.agent.to_string())
+            .or_default()
+            .extend(c.memory.iter().cloned());
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TaskStore for MemStore {
+    async fn create_task(&self, task: &Task, event: &Event) -> Result<bool, PortError> {
+        let mut s = self.state.lock().unwrap();
+        if s.tasks.contains_key(&task.id) {
+            return Ok(false);
+        }
+        s.tasks.insert(task.id, task.clone());
+        s.events.entry(task.id).or_default().push(event.clone());
+        Ok(true)
+    }
+    async fn get_task(&self, id: TaskId) -> Result<Option<Task>, PortError> {
+        Ok(self.state.lock().unwrap().tasks.get(&id).cloned())
+    }
+    async fn task_events(&self, id: TaskId) -> Result<Vec<Event>, PortError> {
+        let mut v = self
+            .state
+            .lock()
+            .unwrap()
+            .events
+            .get(&id)
+            .cloned()
+            .unwrap_or_default();
+        v.sort_by_key(|e| (e.at, e.id));
+        Ok(v)
+    }
+    async fn list_tasks(
+        &self,
+        status: Option<TaskStatus>,
+        limit: usize,
+    ) -> Result<Vec<Task>, PortError> {
+        Ok(self
+            .state
+            .lock()
+            .unwrap()
+            .tasks
+            .values()
+            .rev()
+            .filter(|t| status.is_none_or(|s| t.status == s))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+    async fn update_task(
+        &self,
+        id: TaskId,
+        update: &TaskUpdate,
+        events: &[Event],
+    ) -> Result<Option<Task>, PortError> {
+        let mut s = self.state.lock().unwrap();
+        let now = events.last().map(|e| e.at).unwrap_or(0);
+        let Some(task) = s.tasks.get_mut(&id) else {
+            return Ok(None);
+        };
+        update.apply_to(task, now);
+        let task = task.clone();
+        let log = s.events.entry(id).or_default();
+        for e in events {
+            if !log.iter().any(|x| x.id == e.id) {
+                log.push(e.clone());
+            }
+        }
+        Ok(Some(task))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    /// (seq, message) waiting or in flight.
+    messages: VecDeque<QMsg>,
+    dedup: HashSet<String>,
+    dead: Vec<DeadLetter>,
+}
+
+#[derive(Debug, Clone)]
+struct QMsg {
+    id: String,
+    group: String,
+    body: String,
+    sent_at: u64,
+    receive_count: u32,
+    visible_at: u64,
+    receipt: Option<String>,
+}
+
+/// FIFO queues with visibility timeouts and redrive, in memory.
+pub struct MemQueues {
+    queues: Mutex<HashMap<String, Queue>>,
+    clock: Arc<dyn Clock>,
+    max_receives: u32,
+    receipts: AtomicU64,
+    /// Every envelope ever accepted by `send` (after dedupe), in order.
+    pub sent: Mutex<Vec<Envelope>>,
+    /// Sends still to fail (to simulate a crash between commit and flush).
+    pub fail_sends: AtomicU64,
+}
+
+impl std::fmt::Debug for MemQueues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemQueues")
+    }
+}
+
+impl MemQueues {
+    pub fn new(clock: Arc<dyn Clock>, max_receives: u32) -> Self {
+        Self {
+            queues: Mutex::new(HashMap::new()),
+            clock,
+            max_receives,
+            receipts: AtomicU64::new(0),
+            sent: Mutex::new(Vec::new()),
+            fail_sends: AtomicU64::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl Mailbox for MemQueues {
+    async fn send(&self, envelopes: &[Envelope]) -> Result<(), PortError> {
+        if self
+            .fail_sends
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(PortError::Unavailable("injected send failure".into()));
+        }
+        let now = self.clock.now_ms();
+        let mut qs = self.queues.lock().unwrap();
+        for e in envelopes {
+            let q = qs.entry(e.to.to_string()).or_default();
+            if !q.dedup.insert(e.id.to_string()) {
+                continue;
+            }
+            q.messages.push_back(QMsg {
+                id: e.id.to_string(),
+                group: e.session.to_string(),
+                body: e.to_json(),
+                sent_at: now,
+                receive_count: 0,
+                visible_at: now,
+                receipt: None,
+            });
+            self.sent.lock().unwrap().push(e.clone());
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, agent: &str, body: &str, reason: &str) -> Result<(), PortError> {
+        let now = self.clock.now_ms();
+        self.queues
+            .lock()
+            .unwrap()
+            .entry(agent.to_string())
+            .or_default()
+            .dead
+            .push(DeadLetter {
+                body: body.to_string(),
+                reason: reason.to_string(),
+                at: now,
+                receive_count: 0,
+            });
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Inbox for MemQueues {
+    async fn receive(
+        &self,
+        agent: &str,
+        max: usize,
+        visibility_ms: u64,
+    ) -> Result<Vec<Received>, PortError> {
+        let now = self.clock.now_ms();
+        let mut qs = self.queues.lock().unwrap();
+        let q = qs.entry(agent.to_string()).or_default();
+        let locked: HashSet<String> = q
+            .messages
+            .iter()
+            .filter(|m| m.receipt.is_some() && m.visible_at > now)
+            .map(|m| m.group.clone())
+            .collect();
+        let mut out = Vec::new();
+        let mut redrive = Vec::new();
+        let mut blocked: HashSet<String> = HashSet::new();
+        for m in q.messages.iter_mut() {
+            if out.len() >= max {
+                break;
+            }
+            if locked.contains(&m.group) || blocked.contains(&m.group) {
+                continue;
+            }
+            if m.visible_at > now {
+                blocked.insert(m.group.clone());
+                continue;
+            }
+            if m.receive_count >= self.max_receives {
+                redrive.push(m.id.clone());
+                blocked.insert(m.group.clone());
+                continue;
+            }
+            m.receive_count += 1;
+            m.visible_at = now + visibility_ms;
+            let receipt = format!("r{}", self.receipts.fetch_add(1, Ordering::SeqCst));
+            m.receipt = Some(receipt.clone());
+            out.push(Received {
+                receipt,
+                message_id: m.id.clone(),
+                body: m.body.clone(),
+                group: m.group.clone(),
+                receive_count: m.receive_count,
+                sent_at: m.sent_at,
+            });
+        }
+        for id in redrive {
+            if let Some(pos) = q.messages.iter().position(|m| m.id == id) {
+                let m = q.messages.remove(pos).unwrap();
+                q.dead.push(DeadLetter {
+                    body: m.body,
+                    reason: format!(
+                        "received {} times without success (max receives {})",
+                        m.receive_count, self.max_receives
+                    ),
+                    at: now,
+                    receive_count: m.receive_count,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, agent: &str, receipt: &str) -> Result<(), PortError> {
+        let mut qs = self.queues.lock().unwrap();
+        if let Some(q) = qs.get_mut(agent) {
+            q.messages.retain(|m| m.receipt.as_deref() != Some(receipt));
+        }
+        Ok(())
+    }
+
+    async fn release(&self, agent: &str, receipt: &str, delay_ms: u64) -> Result<(), PortError> {
+        let now = self.clock.now_ms();
+        let mut qs = self.queues.lock().unwrap();
+        if let Some(q) = qs.get_mut(agent) {
+            for m in q.messages.iter_mut() {
+                if m.receipt.as_deref() == Some(receipt) {
+                    m.visible_at = now + delay_ms;
+                    m.receipt = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn dead_letters(&self, agent: &str, limit: usize) -> Result<Vec<DeadLetter>, PortError> {
+        let qs = self.queues.lock().unwrap();
+        Ok(qs
+            .get(agent)
+            .map(|q| q.dead.iter().take(limit).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn depth(&self, agent: &str) -> Result<u64, PortError> {
+        let qs = self.queues.lock().unwrap();
+        Ok(qs.get(agent).map(|q| q.messages.len() as u64).unwrap_or(0))
+    }
+}
+
+/// Blobs in memory.
+#[derive(Debug, Default)]
+pub struct MemBlobs(Mutex<HashMap<String, Vec<u8>>>);
+
+#[async_trait]
+impl BlobStore for MemBlobs {
+    async fn put(&self, key: &str, bytes: &[u8]) -> Result<(), PortError> {
+        self.0.lock().unwrap().insert(key.into(), bytes.to_vec());
+        Ok(())
+    }
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
+        Ok(self.0.lock().unwrap().get(key).cloned())
+    }
+}
+
+/// Records scheduled deliveries; tests deliver them by hand.
+#[derive(Debug, Default)]
+pub struct MemScheduler {
+    pub scheduled: Mutex<BTreeMap<String, (u64, Envelope)>>,
+}
+
+#[async_trait]
+impl Scheduler for MemScheduler {
+    async fn schedule(&self, at_ms: u64, envelope: &Envelope) -> Result<(), PortError> {
+        self.scheduled
+            .lock()
+            .unwrap()
+            .insert(envelope.id.to_string(), (at_ms, envelope.clone()));
+        Ok(())
+    }
+}
+
+/// A model that runs a function of the request: tests script agent behaviour with it.
+pub struct FnModel<F>(pub F);
+
+impl<F> std::fmt::Debug for FnModel<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FnModel")
+    }
+}
+
+#[async_trait]
+impl<F> Model for FnModel<F>
+where
+    F: Fn(&ModelRequest) -> Result<ModelResponse, LlmError> + Send + Sync,
+{
+    async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, LlmError> {
+        (self.0)(request)
+    }
+}

@@ -1,0 +1,1 @@
+//! The port conformance suite: one set of checks that every adapter of a port passes.

@@ -673,18 +673,9 @@ impl<'a> WakeRun<'a> {
                         return Ok(self.commit(None));
                     }
                 }
-                let open = session.open_calls.iter().filter(|s| s.result.is_none()).count();
-                let total = session.open_calls.len();
-                self.event(
-                    EventKind::Woke,
-                    format!(
-                        "{} from {} ({} of {} answered)",
-                        env.kind,
-                        env.from,
-                        total - open,
-                        total
-                    ),
-                );
+                // Arrival order must not show in the timeline: replies to one fan-out
+                // may come in any order, and the timeline stays the same.
+                self.event(EventKind::Woke, format!("{} from {}", env.kind, env.from));
             }
         }
 

@@ -1,0 +1,135 @@
+//! An agent's SQS batch handler. Each record is one envelope; the kernel runs one wake
+//! per record. The rule kept here: a record is reported failed only when retrying can
+//! help; anything that can never be processed (text that is not an envelope, an
+//! envelope for another agent) goes to the dead-letter queue with its reason and is
+//! acknowledged, so one bad message never blocks its queue.
+//!
+//! FIFO order: records of one message group run in order, and once one fails, the
+//! rest of its group in this batch are reported failed unprocessed (as Lambda requires
+//! for FIFO queues). Different groups run concurrently.
+
+use aos_kernel::{Envelope, Kernel, WakeOutcome};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::future::join_all;
+
+/// What happened to each record, for logs, metrics and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    pub applied: usize,
+    pub duplicates: usize,
+    pub dead_lettered: usize,
+    pub failed: usize,
+}
+
+/// Handles one SQS batch for `agent` (the agent whose queue this is).
+pub async fn handle_batch(kernel: &Kernel, agent: &str, event: SqsEvent) -> (SqsBatchResponse, BatchReport) {
+    let mut groups: Vec<(String, Vec<SqsMessage>)> = Vec::new();
+    for record in event.records {
+        let group = record
+            .attributes
+            .get("MessageGroupId")
+            .cloned()
+            .unwrap_or_else(|| record.message_id.clone().unwrap_or_default());
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, v)) => v.push(record),
+            None => groups.push((group, vec![record])),
+        }
+    }
+    let chains = groups
+        .into_iter()
+        .map(|(_, records)| run_group(kernel, agent, records));
+    let mut response = SqsBatchResponse::default();
+    let mut report = BatchReport::default();
+    for (failures, r) in join_all(chains).await {
+        response.batch_item_failures.extend(failures);
+        report.applied += r.applied;
+        report.duplicates += r.duplicates;
+        report.dead_lettered += r.dead_lettered;
+        report.failed += r.failed;
+    }
+    (response, report)
+}
+
+async fn run_group(
+    kernel: &Kernel,
+    agent: &str,
+    records: Vec<SqsMessage>,
+) -> (Vec<BatchItemFailure>, BatchReport) {
+    let mut failures = Vec::new();
+    let mut report = BatchReport::default();
+    let mut failed = false;
+    for record in records {
+        let id = record.message_id.clone().unwrap_or_default();
+        if failed {
+            failures.push(failure(id));
+            report.failed += 1;
+            continue;
+        }
+        match handle_record(kernel, agent, &record).await {
+            Ok(Some(WakeOutcome::Applied { .. })) => report.applied += 1,
+            Ok(Some(WakeOutcome::Duplicate)) => report.duplicates += 1,
+            Ok(Some(WakeOutcome::DeadLettered { .. })) | Ok(None) => report.dead_lettered += 1,
+            Err(reason) => {
+                tracing::warn!(agent, message_id = %id, %reason, "record failed; it will be retried");
+                failures.push(failure(id));
+                report.failed += 1;
+                failed = true;
+            }
+        }
+    }
+    (failures, report)
+}
+
+/// `Ok(None)`: the record was not an envelope for this agent and was dead-lettered.
+async fn handle_record(
+    kernel: &Kernel,
+    agent: &str,
+    record: &SqsMessage,
+) -> Result<Option<WakeOutcome>, String> {
+    let body = record.body.as_deref().unwrap_or_default();
+    let envelope = match Envelope::parse(body) {
+        Ok(e) => e,
+        Err(reason) => {
+            kernel.reject_raw(agent, body, &reason).await.map_err(|e| e.0)?;
+            return Ok(None);
+        }
+    };
+    if envelope.to.as_str() != agent {
+        let reason = format!(
+            "envelope addressed to '{}' arrived on the queue of '{agent}'",
+            envelope.to
+        );
+        kernel.reject_raw(agent, body, &reason).await.map_err(|e| e.0)?;
+        return Ok(None);
+    }
+    kernel.wake(envelope).await.map(Some).map_err(|e| e.0)
+}
+
+fn failure(id: String) -> BatchItemFailure {
+    let mut f = BatchItemFailure::default();
+    f.item_identifier = id;
+    f
+}
+
+/// Builds the SQS record Lambda would deliver for a message: the local runtime uses it
+/// so both paths run the same handler.
+pub fn record(message_id: &str, body: &str, group: &str, receive_count: u32, sent_at: u64, queue_arn: &str) -> SqsMessage {
+    let mut m = SqsMessage::default();
+    m.message_id = Some(message_id.to_string());
+    m.receipt_handle = Some(message_id.to_string());
+    m.body = Some(body.to_string());
+    m.attributes.insert("MessageGroupId".into(), group.to_string());
+    m.attributes
+        .insert("ApproximateReceiveCount".into(), receive_count.to_string());
+    m.attributes.insert("SentTimestamp".into(), sent_at.to_string());
+    m.event_source = Some("aws:sqs".into());
+    m.event_source_arn = Some(queue_arn.to_string());
+    m
+}
+
+/// An SQS event of `records`.
+pub fn event(records: Vec<SqsMessage>) -> SqsEvent {
+    let mut e = SqsEvent::default();
+    e.records = records;
+    e
+}

@@ -78,9 +78,12 @@ impl EnvelopeId {
         EnvelopeId(self.derive("envelope", index))
     }
 
-    /// The id of the `index`-th timeline event produced by the wake of this one.
+    /// The id of the `index`-th timeline event produced by the wake of this one. The
+    /// low 16 bits hold the index, so one wake's events sort in the order written.
     pub fn event(&self, index: u32) -> EventId {
-        EventId(self.derive("event", index))
+        let base = self.derive("event", 0);
+        let random = (base.random() & !0xFFFF) | u128::from(index.min(0xFFFF));
+        EventId(Ulid::from_parts(base.timestamp_ms(), random))
     }
 }
 
@@ -100,6 +103,7 @@ mod tests {
         assert_ne!(parent.child(0), parent.child(1));
         assert_ne!(parent.child(0).0, parent.event(0).0);
         assert_eq!(parent.child(3).timestamp_ms(), 1_700_000_000_000);
+        assert!(parent.event(1) < parent.event(2) && parent.event(2) < parent.event(300));
         let other = EnvelopeId::new(1_700_000_000_000);
         assert_ne!(parent.child(0), other.child(0));
     }

@@ -433,3 +433,77 @@ where
         (self.0)(request)
     }
 }
+
+/// A whole kernel over in-memory ports, with a drain loop that does what a trigger
+/// loop does (receive, wake, delete or release).
+pub struct MemSystem {
+    pub kernel: crate::Kernel,
+    pub store: Arc<MemStore>,
+    pub queues: Arc<MemQueues>,
+    pub blobs: Arc<MemBlobs>,
+    pub scheduler: Arc<MemScheduler>,
+    pub clock: Arc<ManualClock>,
+}
+
+impl std::fmt::Debug for MemSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemSystem")
+    }
+}
+
+impl MemSystem {
+    /// `model`: `None` for the offline model.
+    pub fn new(
+        catalog: crate::Catalog,
+        tools: crate::tools::ToolRegistry,
+        model: Option<Arc<dyn Model>>,
+    ) -> Self {
+        let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+        let store = Arc::new(MemStore::default());
+        let queues = Arc::new(MemQueues::new(clock.clone(), 5));
+        let blobs = Arc::new(MemBlobs::default());
+        let scheduler = Arc::new(MemScheduler::default());
+        let model = model.unwrap_or_else(|| Arc::new(crate::offline::OfflineModel::new(&catalog)));
+        let ports = crate::Ports {
+            sessions: store.clone(),
+            tasks: store.clone(),
+            mailbox: queues.clone(),
+            blobs: blobs.clone(),
+            scheduler: scheduler.clone(),
+            model,
+            clock: clock.clone(),
+        };
+        let kernel = crate::Kernel::new(catalog, tools, ports, crate::KernelConfig::default())
+            .expect("catalog and tools fit");
+        Self { kernel, store, queues, blobs, scheduler, clock }
+    }
+
+    /// Runs every queue dry; returns the number of wakes.
+    pub async fn drain(&self) -> usize {
+        let agents: Vec<String> = self
+            .kernel
+            .catalog()
+            .agents()
+            .map(|a| a.name.to_string())
+            .collect();
+        let mut wakes = 0;
+        for _ in 0..10_000 {
+            let mut any = false;
+            for name in &agents {
+                for msg in self.queues.receive(name, 10, 30_000).await.unwrap() {
+                    any = true;
+                    wakes += 1;
+                    let env = Envelope::parse(&msg.body).unwrap();
+                    match self.kernel.wake(env).await {
+                        Ok(_) => self.queues.delete(name, &msg.receipt).await.unwrap(),
+                        Err(_) => self.queues.release(name, &msg.receipt, 0).await.unwrap(),
+                    }
+                }
+            }
+            if !any {
+                return wakes;
+            }
+        }
+        panic!("queues never drained");
+    }
+}

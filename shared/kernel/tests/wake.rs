@@ -7,11 +7,10 @@
 
 use aos_kernel::llm::{Content, LlmError, Model, ModelRequest, ModelResponse, StopReason, ToolSpec};
 use aos_kernel::model::{AgentDef, Envelope, EventKind, Kind, TaskStatus, Usage};
-use aos_kernel::offline::OfflineModel;
 use aos_kernel::ports::{Clock, Inbox, Mailbox, TaskStore};
-use aos_kernel::testkit::{FnModel, ManualClock, MemBlobs, MemQueues, MemScheduler, MemStore};
+use aos_kernel::testkit::{FnModel, MemSystem};
 use aos_kernel::tools::{Tool, ToolContext, ToolError, ToolRegistry};
-use aos_kernel::{Catalog, Kernel, KernelConfig, Ports, TaskId, WakeOutcome};
+use aos_kernel::{Catalog, TaskId, WakeOutcome};
 use async_trait::async_trait;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -66,36 +65,24 @@ fn reference_agents() -> Vec<AgentDef> {
 }
 
 struct System {
-    kernel: Kernel,
-    store: Arc<MemStore>,
-    queues: Arc<MemQueues>,
-    scheduler: Arc<MemScheduler>,
-    clock: Arc<ManualClock>,
+    sys: MemSystem,
     tool_calls: Arc<AtomicU64>,
 }
 
+impl std::ops::Deref for System {
+    type Target = MemSystem;
+    fn deref(&self) -> &MemSystem {
+        &self.sys
+    }
+}
+
 fn system_with(agents: Vec<AgentDef>, model: Option<Arc<dyn Model>>) -> System {
-    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
-    let store = Arc::new(MemStore::default());
-    let queues = Arc::new(MemQueues::new(clock.clone(), 5));
-    let scheduler = Arc::new(MemScheduler::default());
-    let catalog = Catalog::new(agents).unwrap();
-    let model = model.unwrap_or_else(|| Arc::new(OfflineModel::new(&catalog)));
     let tool_calls = Arc::new(AtomicU64::new(0));
     let tools = ToolRegistry::new()
         .with(Arc::new(Counted { name: "get_weather", arg: "city", calls: tool_calls.clone() }))
         .with(Arc::new(Counted { name: "convert_currency", arg: "amount", calls: tool_calls.clone() }));
-    let ports = Ports {
-        sessions: store.clone(),
-        tasks: store.clone(),
-        mailbox: queues.clone(),
-        blobs: Arc::new(MemBlobs::default()),
-        scheduler: scheduler.clone(),
-        model,
-        clock: clock.clone(),
-    };
-    let kernel = Kernel::new(catalog, tools, ports, KernelConfig::default()).unwrap();
-    System { kernel, store, queues, scheduler, clock, tool_calls }
+    let sys = MemSystem::new(Catalog::new(agents).unwrap(), tools, model);
+    System { sys, tool_calls }
 }
 
 fn system() -> System {
@@ -103,30 +90,6 @@ fn system() -> System {
 }
 
 impl System {
-    /// Runs every queue dry the way the trigger loop does; returns wakes run.
-    async fn drain(&self) -> usize {
-        let mut wakes = 0;
-        for _ in 0..10_000 {
-            let mut any = false;
-            for agent in self.kernel.catalog().agents() {
-                let name = agent.name.as_str();
-                for msg in self.queues.receive(name, 10, 30_000).await.unwrap() {
-                    any = true;
-                    wakes += 1;
-                    let env = Envelope::parse(&msg.body).unwrap();
-                    match self.kernel.wake(env).await {
-                        Ok(_) => self.queues.delete(name, &msg.receipt).await.unwrap(),
-                        Err(_) => self.queues.release(name, &msg.receipt, 0).await.unwrap(),
-                    }
-                }
-            }
-            if !any {
-                return wakes;
-            }
-        }
-        panic!("queues never drained");
-    }
-
     async fn task(&self, id: TaskId) -> aos_kernel::Task {
         self.store.get_task(id).await.unwrap().unwrap()
     }

@@ -1,1 +1,327 @@
-fn main() {}
+//! `aos`: run a task, run the local stack, benchmark, inspect. Setup only; the logic
+//! lives in the library crates.
+
+use anyhow::{Context, bail};
+use aos::bench;
+use aos::render;
+use aos::runtime::{Runtime, RuntimeConfig};
+use aos_entrypoints::http::{AppState, app};
+use aos_entrypoints::sqs;
+
+use aos_kernel::{TaskId, TaskStatus};
+use clap::{Args, Parser, Subcommand};
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// AOS: perpetual AI agents on AWS serverless, running here on one embedded store.
+#[derive(Debug, Parser)]
+#[command(name = "aos", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one request to completion and print the answer and its timeline.
+    Run {
+        /// What you want done, e.g. "What's the weather in Paris?"
+        request: String,
+        /// The agent that takes the request.
+        #[arg(long, default_value = "primary")]
+        agent: String,
+        /// Give up after this many seconds (the task keeps its state).
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
+        /// Print only the answer.
+        #[arg(long, short)]
+        quiet: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run the local stack with its HTTP API until Ctrl-C.
+    Dev {
+        /// Address of the HTTP API (port 0 picks a free port).
+        #[arg(long, env = "AOS_ADDR", default_value = "127.0.0.1:8080")]
+        addr: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print throughput and memory figures of the embedded runtime.
+    Bench {
+        /// Tasks drained for the wakes-per-second figure (5 wakes each).
+        #[arg(long, default_value_t = 2000)]
+        tasks: usize,
+        /// Tasks for the end-to-end figure.
+        #[arg(long, default_value_t = 500)]
+        e2e_tasks: usize,
+        /// Trigger workers per agent for the end-to-end figure.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// List the agents.
+    Agents {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show a task's answer and timeline from the store.
+    Task {
+        id: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show an agent's dead-letter queue.
+    Dlq {
+        agent: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Replay a recorded SQS event (events/sqs/*.json) through an agent's handler.
+    Replay {
+        /// Path to the event JSON.
+        file: PathBuf,
+        /// The agent whose queue the event came from.
+        #[arg(long)]
+        agent: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// The embedded store file.
+    #[arg(long, env = "AOS_DB", default_value = ".aos/aos.db")]
+    db: PathBuf,
+    /// Never call the network from tools (bundled sample data, said so in answers).
+    #[arg(long, env = "AOS_OFFLINE")]
+    offline: bool,
+    /// Trigger workers per agent.
+    #[arg(long, env = "AOS_CONCURRENCY", default_value_t = 4)]
+    concurrency: usize,
+    /// Simulated latency of the offline model, in ms.
+    #[arg(long, env = "AOS_MODEL_LATENCY_MS", default_value_t = 0)]
+    model_latency_ms: u64,
+    /// Receives before a message goes to the dead-letter queue.
+    #[arg(long, env = "AOS_MAX_RECEIVES", default_value_t = 5)]
+    max_receives: u32,
+}
+
+impl Common {
+    fn config(&self) -> RuntimeConfig {
+        let mut c = RuntimeConfig {
+            db: self.db.clone(),
+            concurrency: self.concurrency,
+            model_latency_ms: self.model_latency_ms,
+            max_receives: self.max_receives,
+            ..RuntimeConfig::default()
+        };
+        c.tools.offline = self.offline;
+        c
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Dev { .. } => "info,aos=info",
+        // Tool fallbacks are said in the answer itself; no need to log them here.
+        _ => "warn,aos_agents=error",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Command::Bench { tasks, e2e_tasks, concurrency } = cli.command {
+        return run_bench(tasks, e2e_tasks, concurrency);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let code = rt.block_on(async move {
+        match cli.command {
+            Command::Run { request, agent, timeout_secs, quiet, common } => {
+                run(&request, &agent, timeout_secs, quiet, &common).await
+            }
+            Command::Dev { addr, common } => dev(&addr, &common).await.map(|()| 0),
+            Command::Agents { common } => agents(&common).map(|()| 0),
+            Command::Task { id, common } => show_task(&id, &common).await,
+            Command::Dlq { agent, common } => dlq(&agent, &common).await.map(|()| 0),
+            Command::Replay { file, agent, common } => replay(&file, &agent, &common).await,
+            Command::Bench { .. } => Ok(0),
+        }
+    })?;
+    std::process::exit(code);
+}
+
+async fn run(request: &str, agent: &str, timeout_secs: u64, quiet: bool, common: &Common) -> anyhow::Result<i32> {
+    let runtime = Runtime::open(common.config())
+        .with_context(|| format!("opening the store at {}", common.db.display()))?;
+    let running = runtime.start().await?;
+    let kernel = runtime.kernel().clone();
+    let task = kernel.submit(agent, request, None).await?;
+    if !quiet {
+        eprintln!("Task {} submitted to {agent} (store: {})", task.id, common.db.display());
+    }
+    let store = kernel.ports().tasks.clone();
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    let final_task = loop {
+        let current = store.get_task(task.id).await?.context("the task vanished from the store")?;
+        if !quiet {
+            for e in store.task_events(task.id).await? {
+                if seen.insert(e.id) {
+                    eprintln!("{}", render::progress_line(&current, &e));
+                }
+            }
+        }
+        if current.status.is_final() {
+            break current;
+        }
+        if Instant::now() > deadline {
+            running.shutdown(Duration::from_secs(5)).await;
+            bail!(
+                "task {} is still {} after {timeout_secs} s; it is saved and resumes at the next `aos run` or `aos dev` on {}",
+                task.id,
+                current.status,
+                common.db.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    running.shutdown(Duration::from_secs(5)).await;
+    let events = store.task_events(task.id).await?;
+    if quiet {
+        match (&final_task.result, &final_task.error) {
+            (Some(r), _) => println!("{r}"),
+            (_, Some(e)) => eprintln!("task {}: {e}", final_task.status),
+            _ => {}
+        }
+    } else {
+        print!("{}", render::report(&final_task, &events, false));
+    }
+    Ok(if final_task.status == TaskStatus::Succeeded { 0 } else { 1 })
+}
+
+async fn dev(addr: &str, common: &Common) -> anyhow::Result<()> {
+    let runtime = Runtime::open(common.config())
+        .with_context(|| format!("opening the store at {}", common.db.display()))?;
+    let running = runtime.start().await?;
+    let (released, resent) = running.recovered;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the HTTP API to {addr}"))?;
+    let local = listener.local_addr()?;
+    let state = AppState {
+        kernel: runtime.kernel().clone(),
+        inbox: Some(runtime.inbox()),
+    };
+    println!("AOS dev: listening on http://{local} (store: {})", common.db.display());
+    if released + resent as u64 > 0 {
+        println!("AOS dev: resumed {released} in-flight message(s) and {resent} queued task(s) from the last run");
+    }
+    println!("  POST /tasks {{\"input\": \"...\"}} · GET /tasks/{{id}} · GET /tasks/{{id}}/events · GET /agents · Ctrl-C to stop");
+    std::io::stdout().flush()?;
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    println!("AOS dev: stopping; finishing the batches in hand…");
+    running.shutdown(Duration::from_secs(15)).await;
+    println!("AOS dev: stopped cleanly; unfinished tasks resume at the next start");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn agents(common: &Common) -> anyhow::Result<()> {
+    let runtime = Runtime::open(common.config())?;
+    for a in runtime.kernel().catalog().agents() {
+        println!("{:<9} {}", a.name, a.purpose);
+        if !a.tools.is_empty() {
+            println!("{:<9}   tools: {}", "", a.tools.join(", "));
+        }
+        if !a.may_message.is_empty() {
+            let peers: Vec<&str> = a.may_message.iter().map(|p| p.as_str()).collect();
+            println!("{:<9}   may message: {}", "", peers.join(", "));
+        }
+    }
+    Ok(())
+}
+
+async fn show_task(id: &str, common: &Common) -> anyhow::Result<i32> {
+    let id: TaskId = id.parse().map_err(|_| anyhow::anyhow!("{id:?} is not a task id (a ULID)"))?;
+    let runtime = Runtime::open(common.config())?;
+    let store = runtime.kernel().ports().tasks.clone();
+    let task = store.get_task(id).await?.with_context(|| format!("no task {id} in {}", common.db.display()))?;
+    let events = store.task_events(id).await?;
+    print!("{}", render::report(&task, &events, true));
+    Ok(if task.status == TaskStatus::Failed { 1 } else { 0 })
+}
+
+async fn dlq(agent: &str, common: &Common) -> anyhow::Result<()> {
+    let runtime = Runtime::open(common.config())?;
+    let items = runtime.inbox().dead_letters(agent, 1000).await?;
+    println!("{} dead letter(s) for {agent}", items.len());
+    for d in items {
+        println!("- after {} receive(s): {}\n  {}", d.receive_count, d.reason, d.body.chars().take(200).collect::<String>());
+    }
+    Ok(())
+}
+
+async fn replay(file: &std::path::Path, agent: &str, common: &Common) -> anyhow::Result<i32> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let event: aos_entrypoints::SqsEvent = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an SQS event", file.display()))?;
+    let runtime = Runtime::open(common.config())?;
+    let (response, report) = sqs::handle_batch(runtime.kernel(), agent, event).await;
+    println!(
+        "applied {}, duplicates {}, dead-lettered {}, failed {}",
+        report.applied, report.duplicates, report.dead_lettered, report.failed
+    );
+    println!("{}", serde_json::to_string_pretty(&response)?);
+    Ok(if report.failed > 0 { 1 } else { 0 })
+}
+
+fn run_bench(tasks: usize, e2e_tasks: usize, concurrency: usize) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("aos-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    println!("AOS bench — embedded SQLite store, offline model, offline tools");
+    let one_core = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let w = one_core.block_on(bench::wakes(&dir.join("wakes.db"), tasks, true))?;
+    println!(
+        "kernel wakes (1 core, incl. receive+delete): {} wakes of {} three-agent tasks in {:.2} s = {:.0} wakes/s",
+        w.wakes, w.tasks, w.seconds, w.per_second()
+    );
+    let multi = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let t = multi.block_on(bench::tasks(&dir.join("tasks.db"), e2e_tasks, concurrency, true))?;
+    println!(
+        "end-to-end (local runtime, {} workers/agent): {}/{} tasks succeeded in {:.2} s = {:.1} tasks/s; latency p50 {} ms, p95 {} ms",
+        concurrency, t.succeeded, t.tasks, t.seconds, t.per_second(), t.p50_ms, t.p95_ms
+    );
+    let (peak, now) = bench::rss_kib();
+    println!("memory: peak RSS {:.1} MiB, current RSS {:.1} MiB", peak as f64 / 1024.0, now as f64 / 1024.0);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

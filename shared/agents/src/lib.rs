@@ -1,1 +1,130 @@
-//! aos-agents
+//! The reference agents: their definitions (`functions/<name>/agent.toml`, embedded at
+//! build time) and the synchronous tools they call. The rule this crate keeps: a tool
+//! never passes off sample data as live data. Every answer built from bundled data says
+//! so in the line the model reads, and every tool is safe to run again, because a wake
+//! that crashes before its commit runs again from the start.
+//!
+//! Module map:
+//!
+//! - [`weather`]: `get_weather`, current conditions from Open-Meteo (geocoding, then
+//!   forecast), falling back to bundled sample data, labelled as such, when the service
+//!   cannot be reached.
+//! - [`finance`]: `convert_currency` over a bundled reference-rate sample, a safe
+//!   `calculator`, and `check_invoice`, which checks an invoice total to the cent.
+//!
+//! [`reference_agents`] gives the three agent definitions; [`reference_tools`] gives a
+//! registry with every tool they name.
+
+pub mod finance;
+pub mod weather;
+
+use aos_kernel::model::{AgentDef, ModelError};
+use aos_kernel::tools::ToolRegistry;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use finance::{CalculatorTool, CurrencyTool, InvoiceTool};
+pub use weather::WeatherTool;
+
+const PRIMARY_TOML: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../functions/primary/agent.toml"
+));
+const WEATHER_TOML: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../functions/weather/agent.toml"
+));
+const FINANCE_TOML: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../functions/finance/agent.toml"
+));
+
+/// The reference agents, `primary`, `weather` and `finance`, in that order, parsed from
+/// the `agent.toml` files embedded at build time.
+pub fn reference_agents() -> Result<Vec<AgentDef>, ModelError> {
+    [PRIMARY_TOML, WEATHER_TOML, FINANCE_TOML]
+        .into_iter()
+        .map(AgentDef::from_toml)
+        .collect()
+}
+
+/// How the tools reach the outside world.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolsConfig {
+    /// Open-Meteo forecast API; tests point it at a scripted local server.
+    pub open_meteo_base: String,
+    /// Open-Meteo geocoding API, which turns a city name into coordinates.
+    pub geocoding_base: String,
+    /// Skip the network entirely and answer from bundled sample data (labelled as such):
+    /// for CI and machines without internet, where waiting on DNS helps nobody.
+    pub offline: bool,
+    /// Whole-request timeout for each HTTP call, so a slow service cannot stall a wake.
+    pub timeout: Duration,
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        Self {
+            open_meteo_base: "https://api.open-meteo.com".into(),
+            geocoding_base: "https://geocoding-api.open-meteo.com".into(),
+            offline: false,
+            timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A registry holding every reference tool: `get_weather`, `convert_currency`,
+/// `calculator` and `check_invoice`. The HTTP client is built once, here, and shared.
+pub fn reference_tools(cfg: &ToolsConfig) -> ToolRegistry {
+    let weather = match reqwest::Client::builder()
+        .timeout(cfg.timeout)
+        .connect_timeout(cfg.timeout)
+        .user_agent(concat!("aos-agents/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(client) => WeatherTool::new(cfg, client),
+        Err(e) => {
+            // Without a client the tool can still answer from its samples, labelled.
+            tracing::error!(error = %e, "cannot build the HTTP client; get_weather runs offline");
+            WeatherTool::without_network(format!("HTTP client unavailable: {e}"))
+        }
+    };
+    ToolRegistry::new()
+        .with(Arc::new(weather))
+        .with(Arc::new(CurrencyTool))
+        .with(Arc::new(CalculatorTool))
+        .with(Arc::new(InvoiceTool))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_point_at_open_meteo() {
+        let cfg = ToolsConfig::default();
+        assert_eq!(cfg.open_meteo_base, "https://api.open-meteo.com");
+        assert_eq!(cfg.geocoding_base, "https://geocoding-api.open-meteo.com");
+        assert!(!cfg.offline);
+        assert_eq!(cfg.timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn the_registry_holds_four_tools() {
+        let reg = reference_tools(&ToolsConfig::default());
+        let names: Vec<&str> = reg.names().collect();
+        assert_eq!(
+            names,
+            vec![
+                "calculator",
+                "check_invoice",
+                "convert_currency",
+                "get_weather"
+            ]
+        );
+        for name in names {
+            assert_eq!(reg.get(name).unwrap().spec().name, name);
+        }
+    }
+}

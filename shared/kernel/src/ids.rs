@@ -81,8 +81,18 @@ impl EnvelopeId {
     /// The id of the `index`-th timeline event produced by the wake of this one. The
     /// low 16 bits hold the index, so one wake's events sort in the order written.
     pub fn event(&self, index: u32) -> EventId {
+        self.event_slot(index.saturating_add(1).min(0xFFFF))
+    }
+
+    /// The event that records this envelope's creation (a task's `submitted`); it
+    /// sorts before every event of the envelope's own wake.
+    pub fn origin_event(&self) -> EventId {
+        self.event_slot(0)
+    }
+
+    fn event_slot(&self, slot: u32) -> EventId {
         let base = self.derive("event", 0);
-        let random = (base.random() & !0xFFFF) | u128::from(index.min(0xFFFF));
+        let random = (base.random() & !0xFFFF) | u128::from(slot);
         EventId(Ulid::from_parts(base.timestamp_ms(), random))
     }
 }
@@ -103,7 +113,7 @@ mod tests {
         assert_ne!(parent.child(0), parent.child(1));
         assert_ne!(parent.child(0).0, parent.event(0).0);
         assert_eq!(parent.child(3).timestamp_ms(), 1_700_000_000_000);
-        assert!(parent.event(1) < parent.event(2) && parent.event(2) < parent.event(300));
+        assert!(parent.origin_event() < parent.event(0) && parent.event(2) < parent.event(300));
         let other = EnvelopeId::new(1_700_000_000_000);
         assert_ne!(parent.child(0), other.child(0));
     }

@@ -188,7 +188,7 @@ impl Kernel {
             first_envelope: EnvelopeId(id.0),
         };
         let event = Event {
-            id: EnvelopeId(id.0).event(u32::MAX),
+            id: EnvelopeId(id.0).origin_event(),
             task: id,
             at: now,
             agent: "user".into(),
@@ -495,7 +495,9 @@ struct WakeRun<'a> {
 
 impl<'a> WakeRun<'a> {
     fn new(kernel: &'a Kernel, agent: &'a AgentDef, env: &'a Envelope, task: Task) -> Self {
-        let now = kernel.now_ms();
+        // A hybrid logical clock: a wake happens after the send that caused it, so
+        // the timeline sorts causally even when many wakes share a millisecond.
+        let now = kernel.now_ms().max(env.sent_at + 1);
         Self {
             kernel,
             agent,
@@ -600,7 +602,11 @@ impl<'a> WakeRun<'a> {
 
         // Load: an existing session, or a new one for new work.
         let mut session = match (loaded.session, env.kind) {
-            (Some(s), _) => s,
+            (Some(s), _) => {
+                // ...and after the session's previous wake.
+                self.now = self.now.max(s.updated_at + 1);
+                s
+            }
             (None, Kind::Task | Kind::Message) => Session {
                 agent: self.agent.name.clone(),
                 id: env.session.clone(),
@@ -933,8 +939,7 @@ impl<'a> WakeRun<'a> {
                 let tool = self
                     .agent
                     .tools
-                    .iter()
-                    .any(|t| *t == name)
+                    .contains(&name)
                     .then(|| self.kernel.tools.get(&name))
                     .flatten();
                 let Some(tool) = tool else {

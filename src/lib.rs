@@ -1,0 +1,16 @@
+//! # aos
+//!
+//! The `aos` command and the embedded runtime. The kernel (`aos-kernel`) holds the
+//! wake cycle; this crate wires it to the embedded store (`aos-local`), the reference
+//! agents (`aos-agents`) and the entrypoints (`aos-entrypoints`), and runs it all in
+//! one process.
+//!
+//! - [`runtime`]: trigger loops that do what Lambda's SQS event source mapping does.
+//! - [`render`]: progress lines, the answer and the timeline, for a terminal.
+//! - [`bench`]: `aos bench` figures.
+
+pub mod bench;
+pub mod render;
+pub mod runtime;
+
+pub use runtime::{Runtime, RuntimeConfig, RunningRuntime};

@@ -1,0 +1,363 @@
+//! The embedded runtime: one process hosts every agent over one SQLite file and does
+//! what Lambda's SQS event source mapping does on AWS. Per agent it runs a few trigger
+//! workers that receive batches (FIFO groups locked while in flight), hand them to the
+//! same SQS batch handler Lambda would call, delete what succeeded and release what
+//! failed, while the queue itself redrives a message to the dead-letter queue after
+//! its maximum receive count. A scheduler pump moves due wake-ups into queues.
+//!
+//! The rule kept here: stopping, cleanly or by SIGKILL, loses nothing. A clean stop
+//! finishes the batches in hand; after a kill, the next start makes every in-flight
+//! message visible again (as its visibility timeout would) and re-sends the first
+//! envelope of every task still queued, and the kernel's dedupe absorbs the repeats.
+
+use aos_agents::{ToolsConfig, reference_agents, reference_tools};
+use aos_entrypoints::sqs;
+use aos_kernel::llm::{LlmError, Model, ModelRequest, ModelResponse};
+use aos_kernel::offline::OfflineModel;
+use aos_kernel::ports::{Clock, Inbox, Mailbox, PortError, SystemClock};
+use aos_kernel::{Catalog, Envelope, Kernel, KernelConfig, Ports};
+use aos_local::{LocalConfig, LocalStore};
+use async_trait::async_trait;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+/// How the local runtime runs. Defaults suit a laptop.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// The durable store; created if missing.
+    pub db: PathBuf,
+    /// Trigger workers per agent (Lambda's maximum concurrency per function).
+    pub concurrency: usize,
+    /// Records per batch (the event source mapping's batch size).
+    pub batch_size: usize,
+    /// How long a received message stays invisible.
+    pub visibility_ms: u64,
+    /// Receives before a message is moved to the dead-letter queue.
+    pub max_receives: u32,
+    /// Longest idle wait between polls; a send to the agent wakes it sooner.
+    pub poll_ms: u64,
+    /// Simulated model latency for the offline model (demos and load tests).
+    pub model_latency_ms: u64,
+    /// Tool settings (network endpoints, offline mode).
+    pub tools: ToolsConfig,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            db: PathBuf::from(".aos/aos.db"),
+            concurrency: 4,
+            batch_size: 10,
+            visibility_ms: 30_000,
+            max_receives: 5,
+            poll_ms: 250,
+            model_latency_ms: 0,
+            tools: ToolsConfig::default(),
+        }
+    }
+}
+
+/// Counters the trigger loops keep, for progress and benchmarks.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub batches: AtomicU64,
+    pub applied: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl Metrics {
+    pub fn wakes(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+            + self.duplicates.load(Ordering::Relaxed)
+            + self.dead_lettered.load(Ordering::Relaxed)
+    }
+}
+
+/// Wakes an agent's idle workers as soon as something is sent to it.
+#[derive(Debug, Default)]
+struct Doorbells(std::sync::Mutex<HashMap<String, Arc<Notify>>>);
+
+impl Doorbells {
+    fn get(&self, agent: &str) -> Arc<Notify> {
+        let mut map = match self.0.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry(agent.to_string()).or_default().clone()
+    }
+}
+
+/// The store's mailbox, ringing the receiver's doorbell after each send.
+struct RingingMailbox {
+    store: LocalStore,
+    bells: Arc<Doorbells>,
+}
+
+#[async_trait]
+impl Mailbox for RingingMailbox {
+    async fn send(&self, envelopes: &[Envelope]) -> Result<(), PortError> {
+        self.store.send(envelopes).await?;
+        let agents: HashSet<&str> = envelopes.iter().map(|e| e.to.as_str()).collect();
+        for a in agents {
+            self.bells.get(a).notify_waiters();
+        }
+        Ok(())
+    }
+    async fn dead_letter(&self, agent: &str, body: &str, reason: &str) -> Result<(), PortError> {
+        self.store.dead_letter(agent, body, reason).await
+    }
+}
+
+/// A model that takes a fixed time to answer, like a real one.
+struct Delayed {
+    inner: Arc<dyn Model>,
+    latency: Duration,
+}
+
+#[async_trait]
+impl Model for Delayed {
+    async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, LlmError> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.complete(request).await
+    }
+}
+
+/// The embedded runtime, opened but not yet started.
+#[derive(Clone)]
+pub struct Runtime {
+    kernel: Kernel,
+    store: LocalStore,
+    bells: Arc<Doorbells>,
+    config: RuntimeConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("db", &self.config.db).finish()
+    }
+}
+
+impl Runtime {
+    /// Opens the store and builds the kernel with the reference agents.
+    pub fn open(config: RuntimeConfig) -> anyhow::Result<Self> {
+        let catalog = Catalog::new(reference_agents()?)?;
+        Self::open_with(config, catalog)
+    }
+
+    /// Opens the store and builds the kernel for `catalog` with the reference tools
+    /// and the offline model.
+    pub fn open_with(config: RuntimeConfig, catalog: Catalog) -> anyhow::Result<Self> {
+        if let Some(dir) = config.db.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)?;
+        }
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let store = LocalStore::open(
+            &config.db,
+            LocalConfig {
+                max_receives: config.max_receives,
+                ..LocalConfig::default()
+            },
+            clock.clone(),
+        )?;
+        let bells = Arc::new(Doorbells::default());
+        let mut model: Arc<dyn Model> = Arc::new(OfflineModel::new(&catalog));
+        if config.model_latency_ms > 0 {
+            model = Arc::new(Delayed {
+                inner: model,
+                latency: Duration::from_millis(config.model_latency_ms),
+            });
+        }
+        let ports = Ports {
+            sessions: Arc::new(store.clone()),
+            tasks: Arc::new(store.clone()),
+            mailbox: Arc::new(RingingMailbox {
+                store: store.clone(),
+                bells: bells.clone(),
+            }),
+            blobs: Arc::new(store.clone()),
+            scheduler: Arc::new(store.clone()),
+            model,
+            clock,
+        };
+        let kernel = Kernel::new(
+            catalog,
+            reference_tools(&config.tools),
+            ports,
+            KernelConfig::default(),
+        )?;
+        Ok(Self {
+            kernel,
+            store,
+            bells,
+            config,
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+    pub fn store(&self) -> &LocalStore {
+        &self.store
+    }
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+    pub fn inbox(&self) -> Arc<dyn Inbox> {
+        Arc::new(self.store.clone())
+    }
+
+    /// Recovers from an earlier stop and starts the trigger loops and the scheduler.
+    pub async fn start(&self) -> anyhow::Result<RunningRuntime> {
+        let released = self.store.release_all_in_flight()?;
+        let resent = self.kernel.recover().await?;
+        if released + resent as u64 > 0 {
+            tracing::info!(released, resent, "recovered work from an earlier run");
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut workers = JoinSet::new();
+        for agent in self.kernel.catalog().agents() {
+            for _ in 0..self.config.concurrency.max(1) {
+                let rt = self.clone();
+                let name = agent.name.to_string();
+                let stop = stop_rx.clone();
+                workers.spawn(async move { rt.trigger_loop(name, stop).await });
+            }
+        }
+        let rt = self.clone();
+        let stop = stop_rx.clone();
+        workers.spawn(async move { rt.scheduler_pump(stop).await });
+        Ok(RunningRuntime {
+            stop: stop_tx,
+            workers,
+            recovered: (released, resent),
+        })
+    }
+
+    async fn trigger_loop(self, agent: String, mut stop: watch::Receiver<bool>) {
+        let bell = self.bells.get(&agent);
+        let arn = Self::queue_arn(&agent);
+        let idle = Duration::from_millis(self.config.poll_ms);
+        while !*stop.borrow() {
+            // Register for the doorbell before looking, so a send between the empty
+            // receive and the wait is not missed.
+            let rung = bell.notified();
+            tokio::pin!(rung);
+            rung.as_mut().enable();
+            match self.poll_batch(&agent, &arn).await {
+                Ok(0) => {
+                    tokio::select! {
+                        _ = rung => {}
+                        _ = tokio::time::sleep(idle) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%agent, error = %e, "receive failed; backing off");
+                    tokio::time::sleep(idle).await;
+                }
+            }
+        }
+    }
+
+    /// Receives one batch for `agent`, runs it through the SQS batch handler and
+    /// settles every message: deleted when it succeeded, released for a retry when it
+    /// failed. Returns how many messages were received.
+    pub async fn poll_batch(&self, agent: &str, arn: &str) -> Result<usize, PortError> {
+        let batch = self
+            .store
+            .receive(agent, self.config.batch_size, self.config.visibility_ms)
+            .await?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let records = batch
+            .iter()
+            .map(|m| sqs::record(&m.receipt, &m.body, &m.group, m.receive_count, m.sent_at, arn))
+            .collect();
+        let (response, report) = sqs::handle_batch(&self.kernel, agent, sqs::event(records)).await;
+        let m = &self.metrics;
+        m.batches.fetch_add(1, Ordering::Relaxed);
+        m.applied.fetch_add(report.applied as u64, Ordering::Relaxed);
+        m.duplicates.fetch_add(report.duplicates as u64, Ordering::Relaxed);
+        m.dead_lettered.fetch_add(report.dead_lettered as u64, Ordering::Relaxed);
+        m.failed.fetch_add(report.failed as u64, Ordering::Relaxed);
+        let failed: HashSet<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        for msg in &batch {
+            let result = if failed.contains(msg.receipt.as_str()) {
+                // Lambda would wait out the visibility timeout; retry sooner, with
+                // backoff, so local runs recover quickly.
+                let delay = (250u64 << msg.receive_count.min(7)).min(self.config.visibility_ms);
+                self.store.release(agent, &msg.receipt, delay).await
+            } else {
+                self.store.delete(agent, &msg.receipt).await
+            };
+            if let Err(e) = result {
+                tracing::warn!(%agent, error = %e, "could not settle a message; it will come back");
+            }
+        }
+        Ok(batch.len())
+    }
+
+    /// The queue ARN the local runtime puts in the SQS records it builds.
+    pub fn queue_arn(agent: &str) -> String {
+        format!("arn:aws:sqs:local:000000000000:aos-{agent}.fifo")
+    }
+
+    async fn scheduler_pump(self, mut stop: watch::Receiver<bool>) {
+        let tick = Duration::from_millis(200);
+        while !*stop.borrow() {
+            match self.store.deliver_due(self.kernel.now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::debug!(n, "delivered scheduled wake-ups");
+                    for agent in self.kernel.catalog().agents() {
+                        self.bells.get(agent.name.as_str()).notify_waiters();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "scheduler pump failed; will retry"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+/// A started runtime; dropping it without [`RunningRuntime::shutdown`] aborts workers
+/// mid-batch, which is safe (like a crash) but slower to recover from.
+#[derive(Debug)]
+pub struct RunningRuntime {
+    stop: watch::Sender<bool>,
+    workers: JoinSet<()>,
+    /// (in-flight messages released, queued tasks re-sent) at start.
+    pub recovered: (u64, usize),
+}
+
+impl RunningRuntime {
+    /// Stops taking new batches and waits for the ones in hand to finish.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let drain = async { while self.workers.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!("workers did not stop within {grace:?}; aborting them (their messages come back)");
+            self.workers.abort_all();
+        }
+    }
+}

@@ -1,6 +1,8 @@
 //! The port conformance suite against the in-memory doubles, so kernel tests that use
 //! the doubles prove behaviour the real adapters share.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use aos_kernel::model::{AgentName, Envelope};
 use aos_kernel::ports::Clock;
 use aos_kernel::testkit::conformance as c;
@@ -138,10 +140,8 @@ async fn schedule_is_idempotent_and_waits_until_due() {
             .filter(|(_, (at, e))| *at <= now && e.to == agent)
             .map(|(id, _)| id.clone())
             .collect();
-        let mut out: Vec<(u64, Envelope)> = due
-            .iter()
-            .filter_map(|id| scheduled.remove(id))
-            .collect();
+        let mut out: Vec<(u64, Envelope)> =
+            due.iter().filter_map(|id| scheduled.remove(id)).collect();
         out.sort_by_key(|(at, _)| *at);
         let out: Vec<Envelope> = out.into_iter().map(|(_, e)| e).collect();
         async move { out }

@@ -12,8 +12,9 @@ use rusqlite::Connection;
 /// changes shape.
 pub const SCHEMA_VERSION: i64 = 1;
 
-/// Every statement is idempotent. Big values (session state, outboxes, blobs) live in
-/// ordinary rowid tables; only the small dedupe table is `WITHOUT ROWID`.
+/// Every statement is idempotent. Values that grow large (session state, blobs) live in
+/// ordinary rowid tables; small keyed rows use `WITHOUT ROWID`, so each write touches
+/// one b-tree, not a table plus its key index.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
     agent   TEXT NOT NULL,
@@ -24,6 +25,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 
 -- The applied marker of an envelope, holding that wake's outbox for re-sends.
+-- WITHOUT ROWID: one b-tree to write per commit instead of a table and its key index.
 CREATE TABLE IF NOT EXISTS applied (
     agent    TEXT NOT NULL,
     session  TEXT NOT NULL,
@@ -31,7 +33,7 @@ CREATE TABLE IF NOT EXISTS applied (
     outbox   TEXT NOT NULL,
     at       INTEGER NOT NULL,
     PRIMARY KEY (agent, session, envelope)
-);
+) WITHOUT ROWID;
 
 -- status is copied out of the JSON so list_tasks can filter through an index.
 CREATE TABLE IF NOT EXISTS tasks (
@@ -41,14 +43,14 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, id);
 
+-- One b-tree keyed for dedupe; a timeline is short, so it is sorted by time on read.
 CREATE TABLE IF NOT EXISTS events (
     task  TEXT NOT NULL,
     id    TEXT NOT NULL,
     at    INTEGER NOT NULL,
     event TEXT NOT NULL,
     PRIMARY KEY (task, id)
-);
-CREATE INDEX IF NOT EXISTS events_by_time ON events (task, at, id);
+) WITHOUT ROWID;
 
 -- seq keeps the order notes were written in; newest notes are read first.
 CREATE TABLE IF NOT EXISTS memory (
@@ -59,7 +61,8 @@ CREATE TABLE IF NOT EXISTS memory (
 CREATE INDEX IF NOT EXISTS memory_by_agent ON memory (agent, seq);
 
 -- Every agent's FIFO queue. seq is the send order; a message is in flight while it
--- holds a receipt and visible_at is in the future.
+-- holds a receipt and visible_at is in the future. A receipt starts with the seq, so
+-- delete and release find the row by its key and need no receipt index.
 CREATE TABLE IF NOT EXISTS messages (
     seq           INTEGER PRIMARY KEY,
     agent         TEXT NOT NULL,
@@ -75,8 +78,6 @@ CREATE INDEX IF NOT EXISTS messages_by_agent ON messages (agent, seq);
 -- Few messages are in flight at once, so finding locked groups stays cheap however
 -- long the queue is.
 CREATE INDEX IF NOT EXISTS messages_in_flight ON messages (agent, visible_at, grp)
-    WHERE receipt IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_by_receipt ON messages (receipt)
     WHERE receipt IS NOT NULL;
 
 -- Envelope ids accepted by send within the deduplication window.
@@ -127,10 +128,8 @@ pub fn prepare(conn: &mut Connection, path: &str) -> Result<(), LocalError> {
     // WAL lets readers run beside the writer; NORMAL syncs at checkpoints only, which
     // in WAL mode can lose the last commits on power loss but never corrupts the file.
     // An in-memory database answers "memory" here, which is fine.
-    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| {
-        row.get::<_, String>(0)
-    })
-    .map_err(open)?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+        .map_err(open)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(open)?;
     // Enough room for every statement the store prepares, so none is re-parsed.

@@ -12,8 +12,8 @@ use aos_kernel::model::{
     Envelope, Event, MemoryNote, OutboxItem, Session, SessionKey, Task, TaskStatus, TaskUpdate,
 };
 use aos_kernel::ports::{
-    BlobStore, Clock, Commit, DeadLetter, Inbox, Loaded, Mailbox, PortError, Received,
-    Scheduler, SessionStore, TaskStore,
+    BlobStore, Clock, Commit, DeadLetter, Inbox, Loaded, Mailbox, PortError, Received, Scheduler,
+    SessionStore, TaskStore,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
@@ -57,7 +57,11 @@ pub enum LocalError {
     #[error(
         "the local store {path} has schema version {found}, but this aos knows versions up to {known}; use a newer aos or another file"
     )]
-    NewerSchema { path: String, found: i64, known: i64 },
+    NewerSchema {
+        path: String,
+        found: i64,
+        known: i64,
+    },
 }
 
 /// Every storage port of the embedded runtime on one SQLite file. Cloning is cheap
@@ -210,12 +214,15 @@ impl LocalStore {
     ) -> Result<LocalStore, LocalError> {
         schema::prepare(&mut conn, shown)?;
         // A file that sat unused for days is full of expired dedupe rows.
-        prune_dedup(&conn, sql_int(clock.now_ms()), sql_int(config.dedup_window_ms)).map_err(
-            |source| LocalError::Open {
-                path: shown.to_string(),
-                source,
-            },
-        )?;
+        prune_dedup(
+            &conn,
+            sql_int(clock.now_ms()),
+            sql_int(config.dedup_window_ms),
+        )
+        .map_err(|source| LocalError::Open {
+            path: shown.to_string(),
+            source,
+        })?;
         Ok(LocalStore {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
@@ -239,7 +246,10 @@ impl LocalStore {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while the lock was held dropped its open transaction, which rolled
         // back; the connection itself is sound, so poisoning is not a reason to stop.
-        self.inner.conn.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs `f` in one write transaction. `BEGIN IMMEDIATE` takes the write lock up
@@ -297,7 +307,8 @@ impl LocalStore {
                 let mut stmt = tx.prepare_cached(
                     "SELECT id, agent, grp, body FROM schedules WHERE at <= ?1 ORDER BY at, id",
                 )?;
-                let rows = stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+                let rows =
+                    stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
                 rows.collect::<Result<_, _>>()?
             };
             for (id, agent, grp, body) in &due {
@@ -460,12 +471,17 @@ impl LocalStore {
     fn task_events_now(&self, id: TaskId) -> Result<Vec<Event>, PortError> {
         let id = id.to_string();
         let texts: Vec<String> = self.read(|tx| {
-            let mut stmt =
-                tx.prepare_cached("SELECT event FROM events WHERE task = ?1 ORDER BY at, id")?;
+            let mut stmt = tx.prepare_cached("SELECT event FROM events WHERE task = ?1")?;
             let rows = stmt.query_map([&id], |r| r.get(0))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })?;
-        texts.iter().map(|t| decode("event", t)).collect()
+        let mut events = texts
+            .iter()
+            .map(|t| decode::<Event>("event", t))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Sorted here rather than by an index: one less b-tree to write per event.
+        events.sort_by_key(|e| (e.at, e.id));
+        Ok(events)
     }
 
     fn list_tasks_now(
@@ -598,7 +614,7 @@ impl LocalStore {
                     out.push((
                         seq,
                         Received {
-                            receipt: ulid::Ulid::new().to_string(),
+                            receipt: format!("{seq}-{}", ulid::Ulid::new()),
                             message_id: row.get(1)?,
                             body: row.get(6)?,
                             group: grp,
@@ -621,9 +637,8 @@ impl LocalStore {
                 ])?;
             }
             for (seq, count) in redrive {
-                let reason = format!(
-                    "received {count} times without success (max receives {max_receives})"
-                );
+                let reason =
+                    format!("received {count} times without success (max receives {max_receives})");
                 tx.prepare_cached(
                     "INSERT INTO dead_letters (agent, body, reason, at, receive_count)
                      SELECT agent, body, ?2, ?3, receive_count FROM messages WHERE seq = ?1",
@@ -637,22 +652,30 @@ impl LocalStore {
     }
 
     fn delete_now(&self, agent: &str, receipt: &str) -> Result<(), PortError> {
+        let Some(seq) = receipt_seq(receipt) else {
+            return Ok(());
+        };
         self.write(|tx| {
             // Only the latest receive holds this receipt: a stale one matches nothing.
-            tx.prepare_cached("DELETE FROM messages WHERE receipt = ?1 AND agent = ?2")?
-                .execute([receipt, agent])?;
+            tx.prepare_cached(
+                "DELETE FROM messages WHERE seq = ?1 AND receipt = ?2 AND agent = ?3",
+            )?
+            .execute(params![seq, receipt, agent])?;
             Ok(())
         })
     }
 
     fn release_now(&self, agent: &str, receipt: &str, delay_ms: u64) -> Result<(), PortError> {
+        let Some(seq) = receipt_seq(receipt) else {
+            return Ok(());
+        };
         let visible_at = sql_int(self.now().saturating_add(delay_ms));
         self.write(|tx| {
             tx.prepare_cached(
-                "UPDATE messages SET visible_at = ?3, receipt = NULL
-                 WHERE receipt = ?1 AND agent = ?2",
+                "UPDATE messages SET visible_at = ?4, receipt = NULL
+                 WHERE seq = ?1 AND receipt = ?2 AND agent = ?3",
             )?
-            .execute(params![receipt, agent, visible_at])?;
+            .execute(params![seq, receipt, agent, visible_at])?;
             Ok(())
         })
     }
@@ -724,6 +747,13 @@ impl LocalStore {
             Ok(())
         })
     }
+}
+
+/// The message row a receipt (`"{seq}-{ulid}"`) points at. A receipt that is not ours
+/// points nowhere, and deleting or releasing with it does nothing, as with any
+/// receipt that is not the latest.
+fn receipt_seq(receipt: &str) -> Option<i64> {
+    receipt.split_once('-')?.0.parse().ok()
 }
 
 /// Forgets dedupe rows older than the window; a re-send would overwrite them anyway

@@ -2,11 +2,13 @@
 //! only the embedded store promises: data survives a restart, in-flight messages are
 //! released after a crash, schedules are delivered from the file, dedupe has a window.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use aos_kernel::ids::{EnvelopeId, EventId, TaskId};
 use aos_kernel::llm::Message;
 use aos_kernel::model::{
-    AgentName, Budget, Envelope, Event, EventKind, Kind, Origin, Session, SessionId,
-    SessionKey, SessionStatus, Task, TaskStatus, TaskUpdate, Usage,
+    AgentName, Budget, Envelope, Event, EventKind, Kind, Origin, Session, SessionId, SessionKey,
+    SessionStatus, Task, TaskStatus, TaskUpdate, Usage,
 };
 use aos_kernel::ports::{
     BlobStore, Clock, Commit, Inbox, Mailbox, PortError, Scheduler, SessionStore, TaskStore,
@@ -287,7 +289,9 @@ async fn everything_survives_closing_and_reopening_the_file() {
     // Receive only s2's message: s1's stays waiting.
     s.receive("keeper", 2, 60_000).await.unwrap();
     s.put("blob/1", b"bytes").await.unwrap();
-    s.dead_letter("keeper", "bad", "does not parse").await.unwrap();
+    s.dead_letter("keeper", "bad", "does not parse")
+        .await
+        .unwrap();
     s.schedule(START + 5_000, &envelope("keeper", "s3", "later"))
         .await
         .unwrap();
@@ -300,11 +304,22 @@ async fn everything_survives_closing_and_reopening_the_file() {
         .unwrap();
     assert_eq!(mode, "wal", "the file is in WAL mode");
     let loaded = s.load(&key, t.id, e.id, 10).await.unwrap();
-    assert_eq!(loaded.applied, Some(Vec::new()), "the applied marker survives");
+    assert_eq!(
+        loaded.applied,
+        Some(Vec::new()),
+        "the applied marker survives"
+    );
     assert_eq!(loaded.task.map(|t| t.status), Some(TaskStatus::Running));
     assert_eq!(s.task_events(t.id).await.unwrap().len(), 1);
-    assert_eq!(s.depth("keeper").await.unwrap(), 2, "queued messages survive");
-    assert_eq!(s.get("blob/1").await.unwrap().as_deref(), Some(&b"bytes"[..]));
+    assert_eq!(
+        s.depth("keeper").await.unwrap(),
+        2,
+        "queued messages survive"
+    );
+    assert_eq!(
+        s.get("blob/1").await.unwrap().as_deref(),
+        Some(&b"bytes"[..])
+    );
     assert_eq!(s.dead_letters("keeper", 10).await.unwrap().len(), 1);
     assert_eq!(s.next_due().await.unwrap(), Some(START + 5_000));
     s.send(std::slice::from_ref(&waiting)).await.unwrap();
@@ -331,8 +346,16 @@ async fn release_all_in_flight_makes_messages_visible_and_keeps_counts() {
 
     // The process died with `a` in flight; the next one starts by releasing it.
     let s = open(dir.path(), &clock);
-    assert_eq!(s.release_all_in_flight().unwrap(), 1, "one message was in flight");
-    assert_eq!(s.release_all_in_flight().unwrap(), 0, "releasing is idempotent");
+    assert_eq!(
+        s.release_all_in_flight().unwrap(),
+        1,
+        "one message was in flight"
+    );
+    assert_eq!(
+        s.release_all_in_flight().unwrap(),
+        0,
+        "releasing is idempotent"
+    );
     let again = s.receive("crashy", 10, 60_000).await.unwrap();
     let seen: Vec<(String, u32)> = again
         .iter()
@@ -369,12 +392,20 @@ async fn deliver_due_moves_due_schedules_to_queues_once() {
     clock.advance(1_000);
     assert_eq!(s.deliver_due(START + 1_000).await.unwrap(), 2);
     assert_eq!(s.depth("sleeper").await.unwrap(), 1);
-    assert_eq!(s.depth("other").await.unwrap(), 1, "each envelope goes to its agent");
+    assert_eq!(
+        s.depth("other").await.unwrap(),
+        1,
+        "each envelope goes to its agent"
+    );
     let got = s.receive("sleeper", 10, 60_000).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(Envelope::parse(&got[0].body).unwrap(), soon);
     assert_eq!(got[0].group, "s1", "the group is the envelope's session");
-    assert_eq!(s.deliver_due(START + 1_000).await.unwrap(), 0, "delivered once");
+    assert_eq!(
+        s.deliver_due(START + 1_000).await.unwrap(),
+        0,
+        "delivered once"
+    );
     assert_eq!(s.next_due().await.unwrap(), Some(START + 9_000));
 
     // Scheduling an envelope that was already sent directly is harmless: the queue's
@@ -432,7 +463,10 @@ async fn a_file_from_a_newer_aos_is_refused() {
     }
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(START));
     let err = LocalStore::open(&path, LocalConfig::default(), clock).unwrap_err();
-    assert!(matches!(err, LocalError::NewerSchema { found: 99, .. }), "{err}");
+    assert!(
+        matches!(err, LocalError::NewerSchema { found: 99, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("newer aos"), "{err}");
 }
 
@@ -456,7 +490,10 @@ async fn undecodable_rows_are_reported_as_corrupt() {
     }
     let err = s.get_task(t.id).await.unwrap_err();
     assert!(matches!(err, PortError::Corrupt(_)), "{err}");
-    assert!(err.to_string().contains("task"), "the error names what: {err}");
+    assert!(
+        err.to_string().contains("task"),
+        "the error names what: {err}"
+    );
 }
 
 /// Rough throughput of the calls one wake makes. Not a pass/fail test: run with
@@ -480,22 +517,30 @@ async fn wake_throughput() {
     for chunk in backlog.chunks(10) {
         s.send(chunk).await.unwrap();
     }
-    println!("send: {:?} per envelope", started.elapsed() / backlog.len() as u32);
+    println!(
+        "send: {:?} per envelope",
+        started.elapsed() / backlog.len() as u32
+    );
     s.receive(agent, 1, 600_000).await.unwrap();
 
     let t = task(agent);
     s.create_task(&t, &event(t.id, START)).await.unwrap();
     let started = std::time::Instant::now();
     let mut wakes = 0u32;
+    let mut spent = [std::time::Duration::ZERO; 4];
     loop {
+        let clock = std::time::Instant::now();
         let got = s.receive(agent, 10, 60_000).await.unwrap();
+        spent[0] += clock.elapsed();
         if got.is_empty() {
             break;
         }
         for m in got {
             let e = Envelope::parse(&m.body).unwrap();
             let key = e.key();
+            let clock = std::time::Instant::now();
             let loaded = s.load(&key, t.id, e.id, 20).await.unwrap();
+            spent[1] += clock.elapsed();
             let version = loaded.session.map(|s| s.version).unwrap_or(0);
             let commit = Commit {
                 key: key.clone(),
@@ -514,8 +559,12 @@ async fn wake_throughput() {
                 events: vec![event(t.id, START)],
                 memory: Vec::new(),
             };
+            let clock = std::time::Instant::now();
             s.commit(&commit).await.unwrap();
+            spent[2] += clock.elapsed();
+            let clock = std::time::Instant::now();
             s.delete(agent, &m.receipt).await.unwrap();
+            spent[3] += clock.elapsed();
             wakes += 1;
         }
     }
@@ -524,4 +573,10 @@ async fn wake_throughput() {
         "{wakes} wakes (receive + load + commit + delete) in {elapsed:?}: {:.0} wakes/s",
         f64::from(wakes) / elapsed.as_secs_f64()
     );
+    for (name, d) in ["receive (per message)", "load", "commit", "delete"]
+        .iter()
+        .zip(spent)
+    {
+        println!("  {name}: {:?}", d / wakes.max(1));
+    }
 }

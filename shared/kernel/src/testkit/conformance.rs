@@ -14,14 +14,14 @@
 use crate::ids::{EnvelopeId, EventId, TaskId};
 use crate::llm::Message;
 use crate::model::{
-    AgentName, Budget, Envelope, Event, EventKind, Kind, MemoryNote, Origin, OutboxItem,
-    Session, SessionId, SessionKey, SessionStatus, Task, TaskStatus, TaskUpdate, Usage,
+    AgentName, Budget, Envelope, Event, EventKind, Kind, MemoryNote, Origin, OutboxItem, Session,
+    SessionId, SessionKey, SessionStatus, Task, TaskStatus, TaskUpdate, Usage,
 };
+use crate::ports::Clock;
 use crate::ports::{
     BlobStore, Commit, Inbox, Mailbox, PortError, Received, Scheduler, SessionStore, TaskStore,
 };
 use crate::testkit::ManualClock;
-use crate::ports::Clock;
 use std::future::Future;
 use ulid::Ulid;
 
@@ -198,10 +198,23 @@ pub async fn commit_then_load_round_trips(sessions: &dyn SessionStore, tasks: &d
     let e = EnvelopeId::new(1_700_000_000_001);
 
     let before = ok(sessions.load(&k, t.id, e, 10).await, "load before commit");
-    assert_eq!(before.session, None, "a session that was never committed loads as None");
-    assert_eq!(before.applied, None, "an envelope never applied has no applied marker");
-    assert_eq!(before.task.as_ref(), Some(&t), "load returns the task as created");
-    assert!(before.memory.is_empty(), "an agent with no notes has empty memory");
+    assert_eq!(
+        before.session, None,
+        "a session that was never committed loads as None"
+    );
+    assert_eq!(
+        before.applied, None,
+        "an envelope never applied has no applied marker"
+    );
+    assert_eq!(
+        before.task.as_ref(),
+        Some(&t),
+        "load returns the task as created"
+    );
+    assert!(
+        before.memory.is_empty(),
+        "an agent with no notes has empty memory"
+    );
 
     let child = envelope(&a, &session_id("child"), t.id, "hello");
     let outbox = vec![
@@ -229,18 +242,36 @@ pub async fn commit_then_load_round_trips(sessions: &dyn SessionStore, tasks: &d
     ok(sessions.commit(&c).await, "commit");
 
     let other = EnvelopeId::new(1_700_000_000_003);
-    let after = ok(sessions.load(&k, t.id, other, 10).await, "load after commit");
-    assert_eq!(after.session, Some(s1), "load must return the committed session");
+    let after = ok(
+        sessions.load(&k, t.id, other, 10).await,
+        "load after commit",
+    );
+    assert_eq!(
+        after.session,
+        Some(s1),
+        "load must return the committed session"
+    );
     assert_eq!(
         after.applied, None,
         "the applied marker belongs to the committed envelope only"
     );
     let stored = after.task.expect("the task exists");
-    assert_eq!(stored.status, TaskStatus::Running, "commit applies the task status");
-    assert_eq!(stored.usage, usage(1, 2, 100, 7), "commit adds the wake's usage");
+    assert_eq!(
+        stored.status,
+        TaskStatus::Running,
+        "commit applies the task status"
+    );
+    assert_eq!(
+        stored.usage,
+        usage(1, 2, 100, 7),
+        "commit adds the wake's usage"
+    );
     assert_eq!(after.memory, vec![note(1)], "commit appends memory notes");
 
-    let replay = ok(sessions.load(&k, t.id, e, 10).await, "load of the applied envelope");
+    let replay = ok(
+        sessions.load(&k, t.id, e, 10).await,
+        "load of the applied envelope",
+    );
     assert_eq!(
         replay.applied,
         Some(outbox),
@@ -248,8 +279,14 @@ pub async fn commit_then_load_round_trips(sessions: &dyn SessionStore, tasks: &d
     );
 
     let elsewhere = key(&a, &session_id("other"));
-    let empty = ok(sessions.load(&elsewhere, t.id, e, 10).await, "load of another session");
-    assert_eq!(empty.session, None, "sessions are keyed by (agent, session)");
+    let empty = ok(
+        sessions.load(&elsewhere, t.id, e, 10).await,
+        "load of another session",
+    );
+    assert_eq!(
+        empty.session, None,
+        "sessions are keyed by (agent, session)"
+    );
     assert_eq!(
         empty.applied, None,
         "applied markers are keyed by (agent, session, envelope)"
@@ -312,20 +349,29 @@ pub async fn stale_version_conflicts_and_writes_nothing(
         "an expected_version above the stored one must conflict"
     );
 
-    let seen = ok(sessions.load(&k, t.id, e2, 10).await, "load after conflicts");
+    let seen = ok(
+        sessions.load(&k, t.id, e2, 10).await,
+        "load after conflicts",
+    );
     assert_eq!(
         seen.session,
         Some(session(&k, t.id, 1, "v1")),
         "a conflicting commit must not change the session"
     );
-    assert_eq!(seen.applied, None, "a conflicting commit must not mark its envelope applied");
+    assert_eq!(
+        seen.applied, None,
+        "a conflicting commit must not mark its envelope applied"
+    );
     let stored = seen.task.expect("the task exists");
     assert_eq!(
         (stored.status, stored.usage, stored.error),
         (TaskStatus::Running, Usage::default(), None),
         "a conflicting commit must not touch the task"
     );
-    assert!(seen.memory.is_empty(), "a conflicting commit must not append memory");
+    assert!(
+        seen.memory.is_empty(),
+        "a conflicting commit must not append memory"
+    );
     let events = ok(tasks.task_events(t.id).await, "task_events");
     assert_eq!(
         events.len(),
@@ -338,21 +384,30 @@ pub async fn stale_version_conflicts_and_writes_nothing(
         session: Some(session(&k, t.id, 2, "v2")),
         ..loser.clone()
     };
-    ok(sessions.commit(&winner).await, "commit with the current version");
+    ok(
+        sessions.commit(&winner).await,
+        "commit with the current version",
+    );
     let seen = ok(sessions.load(&k, t.id, e2, 10).await, "load after retry");
     assert_eq!(
         seen.session.map(|s| s.version),
         Some(2),
         "the retried commit with the right version is written"
     );
-    assert!(seen.applied.is_some(), "the retried commit marks its envelope applied");
+    assert!(
+        seen.applied.is_some(),
+        "the retried commit marks its envelope applied"
+    );
 
     let e3 = EnvelopeId::new(1_700_000_000_003);
     ok(
         sessions.commit(&commit(&k, t.id, e3, 7, None)).await,
         "a commit without a session is not conditioned on the version",
     );
-    let seen = ok(sessions.load(&k, t.id, e3, 10).await, "load after sessionless commit");
+    let seen = ok(
+        sessions.load(&k, t.id, e3, 10).await,
+        "load after sessionless commit",
+    );
     assert_eq!(
         seen.session.map(|s| s.version),
         Some(2),
@@ -388,7 +443,10 @@ pub async fn applied_envelope_conflicts_and_keeps_its_outbox(
         },
         ..commit(&k, t.id, e, 0, Some(session(&k, t.id, 1, "v1")))
     };
-    ok(sessions.commit(&first).await, "first commit of the envelope");
+    ok(
+        sessions.commit(&first).await,
+        "first commit of the envelope",
+    );
 
     let again = Commit {
         outbox: Vec::new(),
@@ -408,8 +466,15 @@ pub async fn applied_envelope_conflicts_and_keeps_its_outbox(
         "a second commit of an applied envelope must conflict even without a session"
     );
 
-    let seen = ok(sessions.load(&k, t.id, e, 10).await, "load of the applied envelope");
-    assert_eq!(seen.applied, Some(outbox), "load returns the first commit's outbox");
+    let seen = ok(
+        sessions.load(&k, t.id, e, 10).await,
+        "load of the applied envelope",
+    );
+    assert_eq!(
+        seen.applied,
+        Some(outbox),
+        "load returns the first commit's outbox"
+    );
     assert_eq!(
         seen.session.map(|s| s.version),
         Some(1),
@@ -469,7 +534,12 @@ pub async fn task_counters_add_and_first_final_status_wins(
         result: Some("too late".into()),
         ..TaskUpdate::default()
     };
-    let late_event = event(t.id, EventId::new(1_700_000_000_003), 1_700_000_000_003, "late");
+    let late_event = event(
+        t.id,
+        EventId::new(1_700_000_000_003),
+        1_700_000_000_003,
+        "late",
+    );
     let updated = ok(
         tasks.update_task(t.id, &late, &[late_event]).await,
         "update_task",
@@ -480,7 +550,10 @@ pub async fn task_counters_add_and_first_final_status_wins(
     for u in [usage(1, 2, 100, 7), usage(1, 1, 10, 3), usage(1, 1, 20, 5)] {
         want.add(&u);
     }
-    assert_eq!(updated.usage, want, "usage counters add across commits and updates");
+    assert_eq!(
+        updated.usage, want,
+        "usage counters add across commits and updates"
+    );
     assert_eq!(
         updated.status,
         TaskStatus::Failed,
@@ -491,7 +564,10 @@ pub async fn task_counters_add_and_first_final_status_wins(
         Some("budget exhausted"),
         "the winning final status keeps its error"
     );
-    assert_eq!(updated.result, None, "a losing final status must not set a result");
+    assert_eq!(
+        updated.result, None,
+        "a losing final status must not set a result"
+    );
     let stored = ok(tasks.get_task(t.id).await, "get_task");
     assert_eq!(
         stored.as_ref(),
@@ -500,7 +576,12 @@ pub async fn task_counters_add_and_first_final_status_wins(
     );
 
     let missing = TaskId::new(1_700_000_000_000);
-    let ghost_event = event(missing, EventId::new(1_700_000_000_004), 1_700_000_000_004, "x");
+    let ghost_event = event(
+        missing,
+        EventId::new(1_700_000_000_004),
+        1_700_000_000_004,
+        "x",
+    );
     assert_eq!(
         ok(
             tasks.update_task(missing, &late, &[ghost_event]).await,
@@ -518,10 +599,7 @@ pub async fn task_counters_add_and_first_final_status_wins(
 
 /// A timeline is sorted by (time, id) whatever the write order, and writing an event id
 /// twice (a re-run wake, a repeated update) keeps one copy.
-pub async fn events_are_sorted_and_idempotent(
-    sessions: &dyn SessionStore,
-    tasks: &dyn TaskStore,
-) {
+pub async fn events_are_sorted_and_idempotent(sessions: &dyn SessionStore, tasks: &dyn TaskStore) {
     let a = agent("events");
     let k = key(&a, &session_id("s"));
     let t = task(TaskId::new(100), &a, TaskStatus::Running);
@@ -551,7 +629,10 @@ pub async fn events_are_sorted_and_idempotent(
             .await,
         "update_task",
     );
-    assert!(repeated.is_some(), "update_task of an existing task returns it");
+    assert!(
+        repeated.is_some(),
+        "update_task of an existing task returns it"
+    );
     let c2 = Commit {
         events: vec![tie_high.clone()],
         ..commit(&k, t.id, EnvelopeId::new(2), 0, None)
@@ -591,7 +672,11 @@ pub async fn memory_loads_newest_notes_oldest_first(sessions: &dyn SessionStore)
         "memory_limit keeps the newest notes, returned oldest first"
     );
     let all = ok(sessions.load(&k, t, probe, 100).await, "load").memory;
-    assert_eq!(all, (1..=5).map(note).collect::<Vec<_>>(), "all notes, in order");
+    assert_eq!(
+        all,
+        (1..=5).map(note).collect::<Vec<_>>(),
+        "all notes, in order"
+    );
     let none = ok(sessions.load(&k, t, probe, 0).await, "load").memory;
     assert!(none.is_empty(), "memory_limit 0 loads no notes");
 
@@ -604,7 +689,12 @@ pub async fn memory_loads_newest_notes_oldest_first(sessions: &dyn SessionStore)
 pub async fn create_task_is_idempotent(tasks: &dyn TaskStore) {
     let a = agent("create");
     let t = task(TaskId::new(1_700_000_000_000), &a, TaskStatus::Queued);
-    let first = event(t.id, event_id(1_700_000_000_000, 1), 1_700_000_000_000, "submitted");
+    let first = event(
+        t.id,
+        event_id(1_700_000_000_000, 1),
+        1_700_000_000_000,
+        "submitted",
+    );
     assert!(
         ok(tasks.create_task(&t, &first).await, "create_task"),
         "the first create_task returns true"
@@ -613,9 +703,17 @@ pub async fn create_task_is_idempotent(tasks: &dyn TaskStore) {
         input: "a different input".into(),
         ..t.clone()
     };
-    let second = event(t.id, event_id(1_700_000_000_001, 1), 1_700_000_000_001, "again");
+    let second = event(
+        t.id,
+        event_id(1_700_000_000_001, 1),
+        1_700_000_000_001,
+        "again",
+    );
     assert!(
-        !ok(tasks.create_task(&again, &second).await, "create_task again"),
+        !ok(
+            tasks.create_task(&again, &second).await,
+            "create_task again"
+        ),
         "create_task of an existing id returns false"
     );
     assert_eq!(
@@ -655,7 +753,10 @@ pub async fn list_tasks_filters_and_orders_newest_first(tasks: &dyn TaskStore) {
         "list_tasks honours the limit"
     );
     assert_eq!(
-        ids(ok(tasks.list_tasks(Some(TaskStatus::Queued), 2).await, "list_tasks")),
+        ids(ok(
+            tasks.list_tasks(Some(TaskStatus::Queued), 2).await,
+            "list_tasks"
+        )),
         vec![t3.id, t1.id],
         "list_tasks filters by status"
     );
@@ -666,12 +767,18 @@ pub async fn list_tasks_filters_and_orders_newest_first(tasks: &dyn TaskStore) {
     };
     ok(tasks.update_task(t1.id, &run, &[]).await, "update_task");
     assert_eq!(
-        ids(ok(tasks.list_tasks(Some(TaskStatus::Running), 2).await, "list_tasks")),
+        ids(ok(
+            tasks.list_tasks(Some(TaskStatus::Running), 2).await,
+            "list_tasks"
+        )),
         vec![t2.id, t1.id],
         "the status filter sees status changes"
     );
     assert_eq!(
-        ids(ok(tasks.list_tasks(Some(TaskStatus::Queued), 1).await, "list_tasks")),
+        ids(ok(
+            tasks.list_tasks(Some(TaskStatus::Queued), 1).await,
+            "list_tasks"
+        )),
         vec![t3.id],
         "a task that changed status leaves its old status"
     );
@@ -686,14 +793,20 @@ pub async fn send_is_deduplicated_by_envelope_id(mailbox: &dyn Mailbox, inbox: &
     let a = agent("dedupe");
     let s = session_id("s");
     let e = envelope(&a, &s, TaskId::new(1), "once");
-    ok(mailbox.send(&[e.clone(), e.clone()]).await, "send twice in one call");
+    ok(
+        mailbox.send(&[e.clone(), e.clone()]).await,
+        "send twice in one call",
+    );
     ok(mailbox.send(std::slice::from_ref(&e)).await, "send again");
     assert_eq!(
         ok(inbox.depth(a.as_str()).await, "depth"),
         1,
         "a re-sent envelope id is queued once"
     );
-    let got = ok(inbox.receive(a.as_str(), 10, VISIBILITY_MS).await, "receive");
+    let got = ok(
+        inbox.receive(a.as_str(), 10, VISIBILITY_MS).await,
+        "receive",
+    );
     assert_eq!(got.len(), 1, "one message for one envelope id: {got:?}");
     let m = &got[0];
     assert_eq!(m.body, e.to_json(), "the body is the envelope's JSON");
@@ -702,12 +815,19 @@ pub async fn send_is_deduplicated_by_envelope_id(mailbox: &dyn Mailbox, inbox: &
         Ok(&e),
         "the body parses back to the envelope"
     );
-    assert_eq!(m.message_id, e.id.to_string(), "the message id is the envelope id");
+    assert_eq!(
+        m.message_id,
+        e.id.to_string(),
+        "the message id is the envelope id"
+    );
     assert_eq!(m.group, s.to_string(), "the message group is the session");
     assert_eq!(m.receive_count, 1, "the first receive counts 1");
 
     ok(inbox.delete(a.as_str(), &m.receipt).await, "delete");
-    ok(mailbox.send(std::slice::from_ref(&e)).await, "send after delete");
+    ok(
+        mailbox.send(std::slice::from_ref(&e)).await,
+        "send after delete",
+    );
     assert_eq!(
         ok(inbox.depth(a.as_str()).await, "depth"),
         0,
@@ -726,10 +846,13 @@ pub async fn fifo_order_within_a_group(mailbox: &dyn Mailbox, inbox: &dyn Inbox)
     let a2 = envelope(&a, &ga, t, "a2");
     let a3 = envelope(&a, &ga, t, "a3");
     ok(mailbox.send(&[a1.clone(), b1.clone()]).await, "send");
-    ok(mailbox.send(&[a2.clone()]).await, "send");
-    ok(mailbox.send(&[a3.clone()]).await, "send");
+    ok(mailbox.send(std::slice::from_ref(&a2)).await, "send");
+    ok(mailbox.send(std::slice::from_ref(&a3)).await, "send");
 
-    let got = ok(inbox.receive(a.as_str(), 10, VISIBILITY_MS).await, "receive");
+    let got = ok(
+        inbox.receive(a.as_str(), 10, VISIBILITY_MS).await,
+        "receive",
+    );
     assert_eq!(
         bodies(&got),
         json(&[&a1, &b1, &a2, &a3]),
@@ -743,8 +866,15 @@ pub async fn fifo_order_within_a_group(mailbox: &dyn Mailbox, inbox: &dyn Inbox)
     let c1 = envelope(&a, &ga, t, "c1");
     let c2 = envelope(&a, &ga, t, "c2");
     ok(mailbox.send(&[c1.clone(), c2.clone()]).await, "send");
-    let got = ok(inbox.receive(a.as_str(), 1, VISIBILITY_MS).await, "receive max 1");
-    assert_eq!(bodies(&got), json(&[&c1]), "max 1 returns the group's first message");
+    let got = ok(
+        inbox.receive(a.as_str(), 1, VISIBILITY_MS).await,
+        "receive max 1",
+    );
+    assert_eq!(
+        bodies(&got),
+        json(&[&c1]),
+        "max 1 returns the group's first message"
+    );
 }
 
 /// While a group has a message in flight, none of its messages are received, so one
@@ -759,18 +889,30 @@ pub async fn group_is_locked_while_in_flight(mailbox: &dyn Mailbox, inbox: &dyn 
 
     let got = ok(inbox.receive(a.as_str(), 1, VISIBILITY_MS).await, "receive");
     assert_eq!(bodies(&got), json(&[&m1]), "the first message comes first");
-    let later = ok(inbox.receive(a.as_str(), 10, VISIBILITY_MS).await, "receive");
+    let later = ok(
+        inbox.receive(a.as_str(), 10, VISIBILITY_MS).await,
+        "receive",
+    );
     assert!(
         later.is_empty(),
         "a group with a message in flight is locked, got {later:?}"
     );
     let m3 = envelope(&a, &g, t, "m3");
-    ok(mailbox.send(&[m3.clone()]).await, "send");
-    let later = ok(inbox.receive(a.as_str(), 10, VISIBILITY_MS).await, "receive");
-    assert!(later.is_empty(), "new messages of a locked group wait too, got {later:?}");
+    ok(mailbox.send(std::slice::from_ref(&m3)).await, "send");
+    let later = ok(
+        inbox.receive(a.as_str(), 10, VISIBILITY_MS).await,
+        "receive",
+    );
+    assert!(
+        later.is_empty(),
+        "new messages of a locked group wait too, got {later:?}"
+    );
 
     ok(inbox.delete(a.as_str(), &got[0].receipt).await, "delete");
-    let next = ok(inbox.receive(a.as_str(), 10, VISIBILITY_MS).await, "receive");
+    let next = ok(
+        inbox.receive(a.as_str(), 10, VISIBILITY_MS).await,
+        "receive",
+    );
     assert_eq!(
         bodies(&next),
         json(&[&m2, &m3]),
@@ -786,13 +928,19 @@ pub async fn other_groups_are_not_blocked(mailbox: &dyn Mailbox, inbox: &dyn Inb
     let a1 = envelope(&a, &ga, t, "a1");
     let a2 = envelope(&a, &ga, t, "a2");
     let b1 = envelope(&a, &gb, t, "b1");
-    ok(mailbox.send(&[a1.clone(), a2.clone(), b1.clone()]).await, "send");
+    ok(
+        mailbox.send(&[a1.clone(), a2.clone(), b1.clone()]).await,
+        "send",
+    );
 
     let first = ok(inbox.receive(a.as_str(), 1, VISIBILITY_MS).await, "receive");
     assert_eq!(bodies(&first), json(&[&a1]));
     let c1 = envelope(&a, &gc, t, "c1");
-    ok(mailbox.send(&[c1.clone()]).await, "send");
-    let rest = ok(inbox.receive(a.as_str(), 10, VISIBILITY_MS).await, "receive");
+    ok(mailbox.send(std::slice::from_ref(&c1)).await, "send");
+    let rest = ok(
+        inbox.receive(a.as_str(), 10, VISIBILITY_MS).await,
+        "receive",
+    );
     assert_eq!(
         bodies(&rest),
         json(&[&b1, &c1]),
@@ -800,7 +948,11 @@ pub async fn other_groups_are_not_blocked(mailbox: &dyn Mailbox, inbox: &dyn Inb
     );
     let other_agent = agent("groups-other");
     assert!(
-        ok(inbox.receive(other_agent.as_str(), 10, VISIBILITY_MS).await, "receive").is_empty(),
+        ok(
+            inbox.receive(other_agent.as_str(), 10, VISIBILITY_MS).await,
+            "receive"
+        )
+        .is_empty(),
         "queues are per agent"
     );
 }
@@ -814,7 +966,7 @@ pub async fn visibility_timeout_brings_message_back(
 ) {
     let a = agent("visibility");
     let m = envelope(&a, &session_id("g"), TaskId::new(1), "m");
-    ok(mailbox.send(&[m.clone()]).await, "send");
+    ok(mailbox.send(std::slice::from_ref(&m)).await, "send");
     let first = ok(inbox.receive(a.as_str(), 10, 1_000).await, "receive");
     assert_eq!(bodies(&first), json(&[&m]));
 
@@ -831,9 +983,18 @@ pub async fn visibility_timeout_brings_message_back(
         "the message comes back when its visibility timeout expires"
     );
     assert_eq!(again[0].receive_count, 2, "the second receive counts 2");
-    assert_eq!(again[0].message_id, first[0].message_id, "it is the same message");
-    assert_ne!(again[0].receipt, first[0].receipt, "every receive has a fresh receipt");
-    assert_eq!(again[0].sent_at, first[0].sent_at, "sent_at does not change");
+    assert_eq!(
+        again[0].message_id, first[0].message_id,
+        "it is the same message"
+    );
+    assert_ne!(
+        again[0].receipt, first[0].receipt,
+        "every receive has a fresh receipt"
+    );
+    assert_eq!(
+        again[0].sent_at, first[0].sent_at,
+        "sent_at does not change"
+    );
 }
 
 /// `release` makes an in-flight message visible again after a delay; until then it
@@ -851,13 +1012,23 @@ pub async fn release_delays_and_keeps_order(
     let got = ok(inbox.receive(a.as_str(), 1, VISIBILITY_MS).await, "receive");
     assert_eq!(bodies(&got), json(&[&m1]));
 
-    ok(inbox.release(a.as_str(), &got[0].receipt, 500).await, "release");
+    ok(
+        inbox.release(a.as_str(), &got[0].receipt, 500).await,
+        "release",
+    );
     assert!(
-        ok(inbox.receive(a.as_str(), 10, VISIBILITY_MS).await, "receive").is_empty(),
+        ok(
+            inbox.receive(a.as_str(), 10, VISIBILITY_MS).await,
+            "receive"
+        )
+        .is_empty(),
         "a released message waits for its delay and holds back its group"
     );
     clock.advance(500);
-    let again = ok(inbox.receive(a.as_str(), 10, VISIBILITY_MS).await, "receive");
+    let again = ok(
+        inbox.receive(a.as_str(), 10, VISIBILITY_MS).await,
+        "receive",
+    );
     assert_eq!(
         bodies(&again),
         json(&[&m1, &m2]),
@@ -869,9 +1040,18 @@ pub async fn release_delays_and_keeps_order(
         "receive counts survive a release"
     );
 
-    ok(inbox.release(a.as_str(), &again[1].receipt, 0).await, "release m2 now");
-    ok(inbox.release(a.as_str(), &got[0].receipt, 0).await, "release with a stale receipt");
-    let after = ok(inbox.receive(a.as_str(), 10, VISIBILITY_MS).await, "receive");
+    ok(
+        inbox.release(a.as_str(), &again[1].receipt, 0).await,
+        "release m2 now",
+    );
+    ok(
+        inbox.release(a.as_str(), &got[0].receipt, 0).await,
+        "release with a stale receipt",
+    );
+    let after = ok(
+        inbox.receive(a.as_str(), 10, VISIBILITY_MS).await,
+        "receive",
+    );
     assert!(
         after.is_empty(),
         "a stale receipt must not release the in-flight message, got {after:?}"
@@ -887,24 +1067,33 @@ pub async fn delete_with_stale_receipt_does_nothing(
 ) {
     let a = agent("stale");
     let m = envelope(&a, &session_id("g"), TaskId::new(1), "m");
-    ok(mailbox.send(&[m.clone()]).await, "send");
+    ok(mailbox.send(std::slice::from_ref(&m)).await, "send");
     let first = ok(inbox.receive(a.as_str(), 10, 1_000).await, "receive");
     clock.advance(1_000);
     let second = ok(inbox.receive(a.as_str(), 10, 1_000).await, "receive");
     assert_eq!(second.len(), 1, "the message came back after its timeout");
 
-    ok(inbox.delete(a.as_str(), &first[0].receipt).await, "delete with a stale receipt");
+    ok(
+        inbox.delete(a.as_str(), &first[0].receipt).await,
+        "delete with a stale receipt",
+    );
     assert_eq!(
         ok(inbox.depth(a.as_str()).await, "depth"),
         1,
         "a stale receipt must not delete the message"
     );
-    ok(inbox.delete(a.as_str(), "no-such-receipt").await, "delete with an unknown receipt");
+    ok(
+        inbox.delete(a.as_str(), "no-such-receipt").await,
+        "delete with an unknown receipt",
+    );
     assert!(
         ok(inbox.receive(a.as_str(), 10, 1_000).await, "receive").is_empty(),
         "the message is still in flight under its latest receipt"
     );
-    ok(inbox.delete(a.as_str(), &second[0].receipt).await, "delete with the latest receipt");
+    ok(
+        inbox.delete(a.as_str(), &second[0].receipt).await,
+        "delete with the latest receipt",
+    );
     assert_eq!(
         ok(inbox.depth(a.as_str()).await, "depth"),
         0,
@@ -921,7 +1110,10 @@ pub async fn redrive_to_dead_letters_after_max_receives(
     clock: &ManualClock,
     max_receives: u32,
 ) {
-    assert!(max_receives > 0, "the queue under test needs max_receives > 0");
+    assert!(
+        max_receives > 0,
+        "the queue under test needs max_receives > 0"
+    );
     let a = agent("redrive");
     let g = session_id("g");
     let poison = envelope(&a, &g, TaskId::new(1), "poison");
@@ -930,7 +1122,11 @@ pub async fn redrive_to_dead_letters_after_max_receives(
 
     for n in 1..=max_receives {
         let got = ok(inbox.receive(a.as_str(), 1, 1_000).await, "receive");
-        assert_eq!(bodies(&got), json(&[&poison]), "receive {n} returns the message");
+        assert_eq!(
+            bodies(&got),
+            json(&[&poison]),
+            "receive {n} returns the message"
+        );
         assert_eq!(got[0].receive_count, n, "receive {n} counts {n}");
         clock.advance(1_000);
     }
@@ -950,9 +1146,20 @@ pub async fn redrive_to_dead_letters_after_max_receives(
     ok(inbox.delete(a.as_str(), &later[0].receipt).await, "delete");
 
     let dead = ok(inbox.dead_letters(a.as_str(), 10).await, "dead_letters");
-    assert_eq!(dead.len(), 1, "the message is on the dead-letter queue: {dead:?}");
-    assert_eq!(dead[0].body, poison.to_json(), "the dead letter keeps the body");
-    assert_eq!(dead[0].receive_count, max_receives, "the dead letter keeps its count");
+    assert_eq!(
+        dead.len(),
+        1,
+        "the message is on the dead-letter queue: {dead:?}"
+    );
+    assert_eq!(
+        dead[0].body,
+        poison.to_json(),
+        "the dead letter keeps the body"
+    );
+    assert_eq!(
+        dead[0].receive_count, max_receives,
+        "the dead letter keeps its count"
+    );
     let want = format!("received {max_receives} times without success");
     assert!(
         dead[0].reason.contains(&want) && dead[0].reason.contains("max receives"),
@@ -968,7 +1175,11 @@ pub async fn redrive_to_dead_letters_after_max_receives(
 
 /// `dead_letter` parks a body with its reason and time; `dead_letters` lists the
 /// queue oldest first.
-pub async fn dead_letter_is_recorded(mailbox: &dyn Mailbox, inbox: &dyn Inbox, clock: &ManualClock) {
+pub async fn dead_letter_is_recorded(
+    mailbox: &dyn Mailbox,
+    inbox: &dyn Inbox,
+    clock: &ManualClock,
+) {
     let a = agent("dlq");
     let t0 = clock.now_ms();
     ok(
@@ -979,7 +1190,9 @@ pub async fn dead_letter_is_recorded(mailbox: &dyn Mailbox, inbox: &dyn Inbox, c
     );
     clock.advance(10);
     ok(
-        mailbox.dead_letter(a.as_str(), "second", "task does not exist").await,
+        mailbox
+            .dead_letter(a.as_str(), "second", "task does not exist")
+            .await,
         "dead_letter",
     );
 
@@ -999,10 +1212,17 @@ pub async fn dead_letter_is_recorded(mailbox: &dyn Mailbox, inbox: &dyn Inbox, c
     let one = ok(inbox.dead_letters(a.as_str(), 1).await, "dead_letters");
     assert_eq!(one.len(), 1, "dead_letters honours the limit");
     assert_eq!(one[0].body, "{not json", "the limit keeps the oldest");
-    assert_eq!(ok(inbox.depth(a.as_str()).await, "depth"), 0, "dead letters are not queued");
+    assert_eq!(
+        ok(inbox.depth(a.as_str()).await, "depth"),
+        0,
+        "dead letters are not queued"
+    );
     assert!(
-        ok(inbox.dead_letters(agent("dlq-other").as_str(), 10).await, "dead_letters")
-            .is_empty(),
+        ok(
+            inbox.dead_letters(agent("dlq-other").as_str(), 10).await,
+            "dead_letters"
+        )
+        .is_empty(),
         "dead-letter queues are per agent"
     );
 }
@@ -1011,7 +1231,11 @@ pub async fn dead_letter_is_recorded(mailbox: &dyn Mailbox, inbox: &dyn Inbox, c
 pub async fn depth_counts_waiting_and_in_flight(mailbox: &dyn Mailbox, inbox: &dyn Inbox) {
     let a = agent("depth");
     let t = TaskId::new(1);
-    assert_eq!(ok(inbox.depth(a.as_str()).await, "depth"), 0, "an unknown queue is empty");
+    assert_eq!(
+        ok(inbox.depth(a.as_str()).await, "depth"),
+        0,
+        "an unknown queue is empty"
+    );
     let (ga, gb) = (session_id("a"), session_id("b"));
     let envelopes = [
         envelope(&a, &ga, t, "a1"),
@@ -1019,7 +1243,11 @@ pub async fn depth_counts_waiting_and_in_flight(mailbox: &dyn Mailbox, inbox: &d
         envelope(&a, &gb, t, "b1"),
     ];
     ok(mailbox.send(&envelopes).await, "send");
-    assert_eq!(ok(inbox.depth(a.as_str()).await, "depth"), 3, "waiting messages count");
+    assert_eq!(
+        ok(inbox.depth(a.as_str()).await, "depth"),
+        3,
+        "waiting messages count"
+    );
     let got = ok(inbox.receive(a.as_str(), 1, VISIBILITY_MS).await, "receive");
     assert_eq!(
         ok(inbox.depth(a.as_str()).await, "depth"),
@@ -1027,7 +1255,11 @@ pub async fn depth_counts_waiting_and_in_flight(mailbox: &dyn Mailbox, inbox: &d
         "in-flight messages count"
     );
     ok(inbox.delete(a.as_str(), &got[0].receipt).await, "delete");
-    assert_eq!(ok(inbox.depth(a.as_str()).await, "depth"), 2, "deleted messages do not");
+    assert_eq!(
+        ok(inbox.depth(a.as_str()).await, "depth"),
+        2,
+        "deleted messages do not"
+    );
     assert_eq!(
         ok(inbox.depth(agent("depth-other").as_str()).await, "depth"),
         0,
@@ -1041,7 +1273,11 @@ pub async fn depth_counts_waiting_and_in_flight(mailbox: &dyn Mailbox, inbox: &d
 /// Bytes put under a key come back unchanged; a missing key is `None`; a put replaces.
 pub async fn blobs_round_trip(blobs: &dyn BlobStore) {
     let k = format!("conformance/{}", Ulid::new());
-    assert_eq!(ok(blobs.get(&k).await, "get"), None, "a missing key is None");
+    assert_eq!(
+        ok(blobs.get(&k).await, "get"),
+        None,
+        "a missing key is None"
+    );
     let bytes: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
     ok(blobs.put(&k, &bytes).await, "put");
     assert_eq!(

@@ -63,7 +63,12 @@ pub async fn wakes(db: &Path, tasks: usize, progress: bool) -> anyhow::Result<Wa
             eprint!("\r  submitting {i}/{tasks}…");
         }
     }
-    let agents: Vec<String> = rt.kernel().catalog().agents().map(|a| a.name.to_string()).collect();
+    let agents: Vec<String> = rt
+        .kernel()
+        .catalog()
+        .agents()
+        .map(|a| a.name.to_string())
+        .collect();
     let arns: Vec<String> = agents.iter().map(|a| Runtime::queue_arn(a)).collect();
     let start = Instant::now();
     let mut last_report = Instant::now();
@@ -100,7 +105,12 @@ pub async fn wakes(db: &Path, tasks: usize, progress: bool) -> anyhow::Result<Wa
 }
 
 /// End-to-end tasks per second through the running runtime.
-pub async fn tasks(db: &Path, tasks: usize, concurrency: usize, progress: bool) -> anyhow::Result<TaskBench> {
+pub async fn tasks(
+    db: &Path,
+    tasks: usize,
+    concurrency: usize,
+    progress: bool,
+) -> anyhow::Result<TaskBench> {
     let mut cfg = config(db);
     cfg.concurrency = concurrency;
     let rt = Runtime::open(cfg)?;
@@ -126,7 +136,10 @@ pub async fn tasks(db: &Path, tasks: usize, concurrency: usize, progress: bool) 
         if done.len() == tasks {
             break done;
         }
-        anyhow::ensure!(start.elapsed().as_secs() < 600, "tasks did not finish within 10 minutes");
+        anyhow::ensure!(
+            start.elapsed().as_secs() < 600,
+            "tasks did not finish within 10 minutes"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     let seconds = start.elapsed().as_secs_f64();
@@ -134,12 +147,22 @@ pub async fn tasks(db: &Path, tasks: usize, concurrency: usize, progress: bool) 
         eprint!("\r{:60}\r", "");
     }
     running.shutdown(std::time::Duration::from_secs(10)).await;
-    let mut lat: Vec<u64> = final_tasks.iter().map(|t| t.updated_at - t.created_at).collect();
+    let mut lat: Vec<u64> = final_tasks
+        .iter()
+        .map(|t| t.updated_at - t.created_at)
+        .collect();
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
     Ok(TaskBench {
         tasks,
-        succeeded: final_tasks.iter().filter(|t| t.status == TaskStatus::Succeeded).count(),
+        succeeded: final_tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Succeeded)
+            .count(),
         seconds,
         p50_ms: pct(0.5),
         p95_ms: pct(0.95),

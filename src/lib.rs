@@ -13,4 +13,4 @@ pub mod bench;
 pub mod render;
 pub mod runtime;
 
-pub use runtime::{Runtime, RuntimeConfig, RunningRuntime};
+pub use runtime::{RunningRuntime, Runtime, RuntimeConfig};

@@ -137,40 +137,68 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Command::Bench { tasks, e2e_tasks, concurrency } = cli.command {
+    if let Command::Bench {
+        tasks,
+        e2e_tasks,
+        concurrency,
+    } = cli.command
+    {
         return run_bench(tasks, e2e_tasks, concurrency);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let code = rt.block_on(async move {
         match cli.command {
-            Command::Run { request, agent, timeout_secs, quiet, common } => {
-                run(&request, &agent, timeout_secs, quiet, &common).await
-            }
+            Command::Run {
+                request,
+                agent,
+                timeout_secs,
+                quiet,
+                common,
+            } => run(&request, &agent, timeout_secs, quiet, &common).await,
             Command::Dev { addr, common } => dev(&addr, &common).await.map(|()| 0),
             Command::Agents { common } => agents(&common).map(|()| 0),
             Command::Task { id, common } => show_task(&id, &common).await,
             Command::Dlq { agent, common } => dlq(&agent, &common).await.map(|()| 0),
-            Command::Replay { file, agent, common } => replay(&file, &agent, &common).await,
+            Command::Replay {
+                file,
+                agent,
+                common,
+            } => replay(&file, &agent, &common).await,
             Command::Bench { .. } => Ok(0),
         }
     })?;
     std::process::exit(code);
 }
 
-async fn run(request: &str, agent: &str, timeout_secs: u64, quiet: bool, common: &Common) -> anyhow::Result<i32> {
+async fn run(
+    request: &str,
+    agent: &str,
+    timeout_secs: u64,
+    quiet: bool,
+    common: &Common,
+) -> anyhow::Result<i32> {
     let runtime = Runtime::open(common.config())
         .with_context(|| format!("opening the store at {}", common.db.display()))?;
     let running = runtime.start().await?;
     let kernel = runtime.kernel().clone();
     let task = kernel.submit(agent, request, None).await?;
     if !quiet {
-        eprintln!("Task {} submitted to {agent} (store: {})", task.id, common.db.display());
+        eprintln!(
+            "Task {} submitted to {agent} (store: {})",
+            task.id,
+            common.db.display()
+        );
     }
     let store = kernel.ports().tasks.clone();
     let mut seen = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(timeout_secs);
     let final_task = loop {
-        let current = store.get_task(task.id).await?.context("the task vanished from the store")?;
+        let current = store
+            .get_task(task.id)
+            .await?
+            .context("the task vanished from the store")?;
         if !quiet {
             for e in store.task_events(task.id).await? {
                 if seen.insert(e.id) {
@@ -203,7 +231,11 @@ async fn run(request: &str, agent: &str, timeout_secs: u64, quiet: bool, common:
     } else {
         print!("{}", render::report(&final_task, &events, false));
     }
-    Ok(if final_task.status == TaskStatus::Succeeded { 0 } else { 1 })
+    Ok(if final_task.status == TaskStatus::Succeeded {
+        0
+    } else {
+        1
+    })
 }
 
 async fn dev(addr: &str, common: &Common) -> anyhow::Result<()> {
@@ -219,11 +251,18 @@ async fn dev(addr: &str, common: &Common) -> anyhow::Result<()> {
         kernel: runtime.kernel().clone(),
         inbox: Some(runtime.inbox()),
     };
-    println!("AOS dev: listening on http://{local} (store: {})", common.db.display());
+    println!(
+        "AOS dev: listening on http://{local} (store: {})",
+        common.db.display()
+    );
     if released + resent as u64 > 0 {
-        println!("AOS dev: resumed {released} in-flight message(s) and {resent} queued task(s) from the last run");
+        println!(
+            "AOS dev: resumed {released} in-flight message(s) and {resent} queued task(s) from the last run"
+        );
     }
-    println!("  POST /tasks {{\"input\": \"...\"}} · GET /tasks/{{id}} · GET /tasks/{{id}}/events · GET /agents · Ctrl-C to stop");
+    println!(
+        "  POST /tasks {{\"input\": \"...\"}} · GET /tasks/{{id}} · GET /tasks/{{id}}/events · GET /agents · Ctrl-C to stop"
+    );
     std::io::stdout().flush()?;
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
@@ -271,13 +310,22 @@ fn agents(common: &Common) -> anyhow::Result<()> {
 }
 
 async fn show_task(id: &str, common: &Common) -> anyhow::Result<i32> {
-    let id: TaskId = id.parse().map_err(|_| anyhow::anyhow!("{id:?} is not a task id (a ULID)"))?;
+    let id: TaskId = id
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{id:?} is not a task id (a ULID)"))?;
     let runtime = Runtime::open(common.config())?;
     let store = runtime.kernel().ports().tasks.clone();
-    let task = store.get_task(id).await?.with_context(|| format!("no task {id} in {}", common.db.display()))?;
+    let task = store
+        .get_task(id)
+        .await?
+        .with_context(|| format!("no task {id} in {}", common.db.display()))?;
     let events = store.task_events(id).await?;
     print!("{}", render::report(&task, &events, true));
-    Ok(if task.status == TaskStatus::Failed { 1 } else { 0 })
+    Ok(if task.status == TaskStatus::Failed {
+        1
+    } else {
+        0
+    })
 }
 
 async fn dlq(agent: &str, common: &Common) -> anyhow::Result<()> {
@@ -285,13 +333,19 @@ async fn dlq(agent: &str, common: &Common) -> anyhow::Result<()> {
     let items = runtime.inbox().dead_letters(agent, 1000).await?;
     println!("{} dead letter(s) for {agent}", items.len());
     for d in items {
-        println!("- after {} receive(s): {}\n  {}", d.receive_count, d.reason, d.body.chars().take(200).collect::<String>());
+        println!(
+            "- after {} receive(s): {}\n  {}",
+            d.receive_count,
+            d.reason,
+            d.body.chars().take(200).collect::<String>()
+        );
     }
     Ok(())
 }
 
 async fn replay(file: &std::path::Path, agent: &str, common: &Common) -> anyhow::Result<i32> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let event: aos_entrypoints::SqsEvent = serde_json::from_str(&text)
         .with_context(|| format!("{} is not an SQS event", file.display()))?;
     let runtime = Runtime::open(common.config())?;
@@ -308,20 +362,42 @@ fn run_bench(tasks: usize, e2e_tasks: usize, concurrency: usize) -> anyhow::Resu
     let dir = std::env::temp_dir().join(format!("aos-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     println!("AOS bench — embedded SQLite store, offline model, offline tools");
-    let one_core = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let one_core = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let w = one_core.block_on(bench::wakes(&dir.join("wakes.db"), tasks, true))?;
     println!(
         "kernel wakes (1 core, incl. receive+delete): {} wakes of {} three-agent tasks in {:.2} s = {:.0} wakes/s",
-        w.wakes, w.tasks, w.seconds, w.per_second()
+        w.wakes,
+        w.tasks,
+        w.seconds,
+        w.per_second()
     );
-    let multi = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let t = multi.block_on(bench::tasks(&dir.join("tasks.db"), e2e_tasks, concurrency, true))?;
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let t = multi.block_on(bench::tasks(
+        &dir.join("tasks.db"),
+        e2e_tasks,
+        concurrency,
+        true,
+    ))?;
     println!(
         "end-to-end (local runtime, {} workers/agent): {}/{} tasks succeeded in {:.2} s = {:.1} tasks/s; latency p50 {} ms, p95 {} ms",
-        concurrency, t.succeeded, t.tasks, t.seconds, t.per_second(), t.p50_ms, t.p95_ms
+        concurrency,
+        t.succeeded,
+        t.tasks,
+        t.seconds,
+        t.per_second(),
+        t.p50_ms,
+        t.p95_ms
     );
     let (peak, now) = bench::rss_kib();
-    println!("memory: peak RSS {:.1} MiB, current RSS {:.1} MiB", peak as f64 / 1024.0, now as f64 / 1024.0);
+    println!(
+        "memory: peak RSS {:.1} MiB, current RSS {:.1} MiB",
+        peak as f64 / 1024.0,
+        now as f64 / 1024.0
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -91,7 +91,13 @@ pub fn timeline(task: &Task, events: &[Event], with_events: bool) -> String {
         }
     }
     const WIDTH: usize = 56;
-    let _ = writeln!(out, "  {:<9} 0 ms{:>w$}", "", format!("{span} ms"), w = WIDTH - 4);
+    let _ = writeln!(
+        out,
+        "  {:<9} 0 ms{:>w$}",
+        "",
+        format!("{span} ms"),
+        w = WIDTH - 4
+    );
     for lane in &lanes {
         let mut row = vec!['·'; WIDTH];
         for e in events.iter().filter(|e| &e.agent == lane) {
@@ -112,16 +118,25 @@ pub fn timeline(task: &Task, events: &[Event], with_events: bool) -> String {
         }
         let _ = writeln!(out, "  {:<9} {}", lane, row.into_iter().collect::<String>());
     }
-    let _ = writeln!(out, "  legend: ▶ submitted  ● woke  → delegated  ↩ replied  ✔ answer  ✖ failed");
+    let _ = writeln!(
+        out,
+        "  legend: ▶ submitted  ● woke  → delegated  ↩ replied  ✔ answer  ✖ failed"
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "Flow:");
     for e in events {
         let line = match e.kind {
             EventKind::Submitted => format!("user ⇒ {}", short(&e.detail, 90)),
             EventKind::Delegated => format!("{} {}", e.agent, short(&e.detail, 90)),
-            EventKind::Replied => format!("{} ↩ {}", e.agent, short(e.detail.trim_start_matches("→ "), 90)),
+            EventKind::Replied => format!(
+                "{} ↩ {}",
+                e.agent,
+                short(e.detail.trim_start_matches("→ "), 90)
+            ),
             EventKind::Answer => format!("{} ⇒ user: answer ({} chars)", e.agent, e.detail.len()),
-            EventKind::Failed | EventKind::DeadLettered => format!("{} ✖ {}", e.agent, short(&e.detail, 90)),
+            EventKind::Failed | EventKind::DeadLettered => {
+                format!("{} ✖ {}", e.agent, short(&e.detail, 90))
+            }
             _ => continue,
         };
         let _ = writeln!(out, "  {:>6}  {line}", format!("+{}ms", e.at - t0));

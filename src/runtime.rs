@@ -141,7 +141,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("db", &self.config.db).finish()
+        f.debug_struct("Runtime")
+            .field("db", &self.config.db)
+            .finish()
     }
 }
 
@@ -284,32 +286,47 @@ impl Runtime {
         }
         let records = batch
             .iter()
-            .map(|m| sqs::record(&m.receipt, &m.body, &m.group, m.receive_count, m.sent_at, arn))
+            .map(|m| {
+                sqs::record(
+                    &m.receipt,
+                    &m.body,
+                    &m.group,
+                    m.receive_count,
+                    m.sent_at,
+                    arn,
+                )
+            })
             .collect();
         let (response, report) = sqs::handle_batch(&self.kernel, agent, sqs::event(records)).await;
         let m = &self.metrics;
         m.batches.fetch_add(1, Ordering::Relaxed);
-        m.applied.fetch_add(report.applied as u64, Ordering::Relaxed);
-        m.duplicates.fetch_add(report.duplicates as u64, Ordering::Relaxed);
-        m.dead_lettered.fetch_add(report.dead_lettered as u64, Ordering::Relaxed);
+        m.applied
+            .fetch_add(report.applied as u64, Ordering::Relaxed);
+        m.duplicates
+            .fetch_add(report.duplicates as u64, Ordering::Relaxed);
+        m.dead_lettered
+            .fetch_add(report.dead_lettered as u64, Ordering::Relaxed);
         m.failed.fetch_add(report.failed as u64, Ordering::Relaxed);
         let failed: HashSet<&str> = response
             .batch_item_failures
             .iter()
             .map(|f| f.item_identifier.as_str())
             .collect();
+        let mut done = Vec::with_capacity(batch.len());
         for msg in &batch {
-            let result = if failed.contains(msg.receipt.as_str()) {
+            if failed.contains(msg.receipt.as_str()) {
                 // Lambda would wait out the visibility timeout; retry sooner, with
                 // backoff, so local runs recover quickly.
                 let delay = (250u64 << msg.receive_count.min(7)).min(self.config.visibility_ms);
-                self.store.release(agent, &msg.receipt, delay).await
+                if let Err(e) = self.store.release(agent, &msg.receipt, delay).await {
+                    tracing::warn!(%agent, error = %e, "could not release a message; it comes back after its visibility timeout");
+                }
             } else {
-                self.store.delete(agent, &msg.receipt).await
-            };
-            if let Err(e) = result {
-                tracing::warn!(%agent, error = %e, "could not settle a message; it will come back");
+                done.push(msg.receipt.clone());
             }
+        }
+        if let Err(e) = self.store.delete_batch(agent, &done).await {
+            tracing::warn!(%agent, error = %e, "could not delete processed messages; they come back and are deduplicated");
         }
         Ok(batch.len())
     }
@@ -356,7 +373,9 @@ impl RunningRuntime {
         let _ = self.stop.send(true);
         let drain = async { while self.workers.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, drain).await.is_err() {
-            tracing::warn!("workers did not stop within {grace:?}; aborting them (their messages come back)");
+            tracing::warn!(
+                "workers did not stop within {grace:?}; aborting them (their messages come back)"
+            );
             self.workers.abort_all();
         }
     }

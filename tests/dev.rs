@@ -18,7 +18,14 @@ struct Dev {
 
 fn start(db: &Path, latency_ms: u64) -> Dev {
     let mut child = Command::new(env!("CARGO_BIN_EXE_aos"))
-        .args(["dev", "--addr", "127.0.0.1:0", "--offline", "--concurrency", "2"])
+        .args([
+            "dev",
+            "--addr",
+            "127.0.0.1:0",
+            "--offline",
+            "--concurrency",
+            "2",
+        ])
         .arg("--db")
         .arg(db)
         .args(["--model-latency-ms", &latency_ms.to_string()])
@@ -51,7 +58,12 @@ async fn final_count(client: &reqwest::Client, base: &str) -> (usize, Vec<Value>
     let tasks = v["tasks"].as_array().unwrap().clone();
     let done = tasks
         .iter()
-        .filter(|t| matches!(t["status"].as_str(), Some("succeeded" | "failed" | "cancelled")))
+        .filter(|t| {
+            matches!(
+                t["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
+        })
         .count();
     (done, tasks)
 }
@@ -72,9 +84,17 @@ async fn sigkill_with_200_tasks_in_flight_loses_none_and_duplicates_none() {
             "What's the weather in London, and what is 100 GBP in EUR?"
         };
         submits.push(tokio::spawn(async move {
-            let r = c.post(url).json(&serde_json::json!({"input": input})).send().await.unwrap();
+            let r = c
+                .post(url)
+                .json(&serde_json::json!({"input": input}))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 202);
-            r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
         }));
     }
     let mut ids = Vec::new();
@@ -92,10 +112,17 @@ async fn sigkill_with_200_tasks_in_flight_loses_none_and_duplicates_none() {
     )
     .unwrap();
     let at_kill = store.list_tasks(None, 1000).await.unwrap();
-    assert_eq!(at_kill.len(), 200, "every accepted task was recorded before the kill");
+    assert_eq!(
+        at_kill.len(),
+        200,
+        "every accepted task was recorded before the kill"
+    );
     let unfinished = at_kill.iter().filter(|t| !t.status.is_final()).count();
     eprintln!("at SIGKILL: {unfinished} of 200 tasks unfinished");
-    assert!(unfinished > 0, "the kill must land while tasks are in flight");
+    assert!(
+        unfinished > 0,
+        "the kill must land while tasks are in flight"
+    );
     drop(store);
 
     let mut dev = start(&db, 0);
@@ -105,7 +132,10 @@ async fn sigkill_with_200_tasks_in_flight_loses_none_and_duplicates_none() {
         if done == 200 {
             break tasks;
         }
-        assert!(Instant::now() < deadline, "only {done} of 200 tasks finished after restart");
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of 200 tasks finished after restart"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(tasks.len(), 200, "no task duplicated");
@@ -120,10 +150,17 @@ async fn sigkill_with_200_tasks_in_flight_loses_none_and_duplicates_none() {
         let task = store.get_task(id).await.unwrap().unwrap();
         assert_eq!(task.status, TaskStatus::Succeeded, "{task:?}");
         let result = task.result.clone().unwrap();
-        assert!(result.contains("- weather:") && result.contains("- finance:"), "{result}");
+        assert!(
+            result.contains("- weather:") && result.contains("- finance:"),
+            "{result}"
+        );
         let events = store.task_events(id).await.unwrap();
         let count = |k: EventKind| events.iter().filter(|e| e.kind == k).count();
-        assert_eq!(count(EventKind::Delegated), 2, "each delegation sent once: {task:?}");
+        assert_eq!(
+            count(EventKind::Delegated),
+            2,
+            "each delegation sent once: {task:?}"
+        );
         assert_eq!(count(EventKind::Replied), 2, "each reply sent once");
         assert_eq!(count(EventKind::Answer), 1, "one answer");
         assert_eq!(count(EventKind::Woke), 5, "each envelope applied once");
@@ -131,7 +168,10 @@ async fn sigkill_with_200_tasks_in_flight_loses_none_and_duplicates_none() {
     }
     for agent in ["primary", "weather", "finance"] {
         use aos_kernel::ports::Inbox;
-        assert!(store.dead_letters(agent, 10).await.unwrap().is_empty(), "nothing dead-lettered");
+        assert!(
+            store.dead_letters(agent, 10).await.unwrap().is_empty(),
+            "nothing dead-lettered"
+        );
     }
     dev.child.kill().unwrap();
     dev.child.wait().unwrap();
@@ -153,22 +193,42 @@ async fn bad_requests_get_4xx_and_the_stack_keeps_serving_then_stops_cleanly() {
     let r = post(Vec::new()).await.unwrap();
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
-    assert!(v["error"]["message"].as_str().unwrap().contains("empty"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("empty"),
+        "{v}"
+    );
     let r = post(vec![b'x'; 10 * 1024 * 1024]).await;
     // The server answers 413 (or closes the connection once it has said so).
     if let Ok(r) = r {
         assert_eq!(r.status(), 413);
     }
-    let r = post(br#"{"input": "hi", "agent": "nobody"}"#.to_vec()).await.unwrap();
+    let r = post(br#"{"input": "hi", "agent": "nobody"}"#.to_vec())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = post(br#"{"input": "What is 12 * (3 + 4)?", "agent": "finance"}"#.to_vec()).await.unwrap();
+    let r = post(br#"{"input": "What is 12 * (3 + 4)?", "agent": "finance"}"#.to_vec())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let t: Value = client.get(format!("{}/tasks/{id}", dev.base)).send().await.unwrap().json().await.unwrap();
+        let t: Value = client
+            .get(format!("{}/tasks/{id}", dev.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if t["status"] == "succeeded" {
-            assert!(t["result"].as_str().unwrap().contains("12 * (3 + 4) = 84"), "{t}");
+            assert!(
+                t["result"].as_str().unwrap().contains("12 * (3 + 4) = 84"),
+                "{t}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "{t}");

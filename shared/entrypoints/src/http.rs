@@ -81,7 +81,11 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+        (
+            status,
+            Json(json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response()
     }
 }
 
@@ -167,7 +171,9 @@ fn parse_body<T: serde::de::DeserializeOwned>(
         )));
     }
     serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::BadRequest(format!("request body is not valid: {e}; send JSON like {example}"))
+        ApiError::BadRequest(format!(
+            "request body is not valid: {e}; send JSON like {example}"
+        ))
     })
 }
 
@@ -177,9 +183,10 @@ async fn submit_task(
 ) -> Result<Response, ApiError> {
     let body: SubmitBody = parse_body(body, r#"{"input": "What's the weather in Paris?"}"#)?;
     let id = match body.id.as_deref() {
-        Some(text) => Some(text.parse::<TaskId>().map_err(|e| {
-            ApiError::BadRequest(format!("id {text:?} is not a ULID: {e}"))
-        })?),
+        Some(text) => Some(
+            text.parse::<TaskId>()
+                .map_err(|e| ApiError::BadRequest(format!("id {text:?} is not a ULID: {e}")))?,
+        ),
         None => None,
     };
     let agent = body.agent.as_deref().unwrap_or("primary");
@@ -260,7 +267,9 @@ async fn cancel_task(
     } else {
         parse_body(body, r#"{"reason": "no longer needed"}"#)?
     };
-    let reason = body.reason.unwrap_or_else(|| "cancelled through the API".into());
+    let reason = body
+        .reason
+        .unwrap_or_else(|| "cancelled through the API".into());
     match s.kernel.cancel(id, &reason).await? {
         Some(task) => Ok(Json(task).into_response()),
         None => Err(ApiError::NotFound(format!("no task {id}"))),

@@ -22,7 +22,11 @@ pub struct BatchReport {
 }
 
 /// Handles one SQS batch for `agent` (the agent whose queue this is).
-pub async fn handle_batch(kernel: &Kernel, agent: &str, event: SqsEvent) -> (SqsBatchResponse, BatchReport) {
+pub async fn handle_batch(
+    kernel: &Kernel,
+    agent: &str,
+    event: SqsEvent,
+) -> (SqsBatchResponse, BatchReport) {
     let mut groups: Vec<(String, Vec<SqsMessage>)> = Vec::new();
     for record in event.records {
         let group = record
@@ -90,7 +94,10 @@ async fn handle_record(
     let envelope = match Envelope::parse(body) {
         Ok(e) => e,
         Err(reason) => {
-            kernel.reject_raw(agent, body, &reason).await.map_err(|e| e.0)?;
+            kernel
+                .reject_raw(agent, body, &reason)
+                .await
+                .map_err(|e| e.0)?;
             return Ok(None);
         }
     };
@@ -99,7 +106,10 @@ async fn handle_record(
             "envelope addressed to '{}' arrived on the queue of '{agent}'",
             envelope.to
         );
-        kernel.reject_raw(agent, body, &reason).await.map_err(|e| e.0)?;
+        kernel
+            .reject_raw(agent, body, &reason)
+            .await
+            .map_err(|e| e.0)?;
         return Ok(None);
     }
     kernel.wake(envelope).await.map(Some).map_err(|e| e.0)
@@ -113,15 +123,24 @@ fn failure(id: String) -> BatchItemFailure {
 
 /// Builds the SQS record Lambda would deliver for a message: the local runtime uses it
 /// so both paths run the same handler.
-pub fn record(message_id: &str, body: &str, group: &str, receive_count: u32, sent_at: u64, queue_arn: &str) -> SqsMessage {
+pub fn record(
+    message_id: &str,
+    body: &str,
+    group: &str,
+    receive_count: u32,
+    sent_at: u64,
+    queue_arn: &str,
+) -> SqsMessage {
     let mut m = SqsMessage::default();
     m.message_id = Some(message_id.to_string());
     m.receipt_handle = Some(message_id.to_string());
     m.body = Some(body.to_string());
-    m.attributes.insert("MessageGroupId".into(), group.to_string());
+    m.attributes
+        .insert("MessageGroupId".into(), group.to_string());
     m.attributes
         .insert("ApproximateReceiveCount".into(), receive_count.to_string());
-    m.attributes.insert("SentTimestamp".into(), sent_at.to_string());
+    m.attributes
+        .insert("SentTimestamp".into(), sent_at.to_string());
     m.event_source = Some("aws:sqs".into());
     m.event_source_arn = Some(queue_arn.to_string());
     m

@@ -1,10 +1,10 @@
 //! A kernel over in-memory ports with agents shaped like the reference ones.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use aos_kernel::Catalog;
 use aos_kernel::model::AgentDef;
 use aos_kernel::testkit::MemSystem;
 use aos_kernel::tools::ToolRegistry;
-use aos_kernel::Catalog;
 
 pub fn system() -> MemSystem {
     let defs = [
@@ -12,7 +12,10 @@ pub fn system() -> MemSystem {
         "name='weather'\npurpose='weather'\nsystem_prompt='s'\nkeywords=['weather']\n",
         "name='finance'\npurpose='money'\nsystem_prompt='s'\nkeywords=['eur','usd','gbp']\n",
     ];
-    let agents: Vec<AgentDef> = defs.iter().map(|d| AgentDef::from_toml(d).unwrap()).collect();
+    let agents: Vec<AgentDef> = defs
+        .iter()
+        .map(|d| AgentDef::from_toml(d).unwrap())
+        .collect();
     MemSystem::new(Catalog::new(agents).unwrap(), ToolRegistry::new(), None)
 }
 

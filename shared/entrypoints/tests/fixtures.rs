@@ -4,8 +4,8 @@
 
 mod common;
 
-use aos_entrypoints::schedule::{ScheduledTask, handle_scheduled};
 use aos_entrypoints::SqsEvent;
+use aos_entrypoints::schedule::{ScheduledTask, handle_scheduled};
 use aos_entrypoints::sqs::handle_batch;
 use aos_kernel::ports::{Inbox, TaskStore};
 use aos_kernel::{TaskId, TaskStatus};
@@ -19,12 +19,18 @@ async fn sqs_task_fixture_replays_once_and_dedupes_the_second_time() {
     let id: TaskId = "01JDA5V0K3Z8Q9WX7YB2M4N6PR".parse().unwrap();
     let body = event.records[0].body.clone().unwrap();
     let env = aos_kernel::Envelope::parse(&body).unwrap();
-    sys.kernel.submit("primary", &env.body, Some(id)).await.unwrap();
+    sys.kernel
+        .submit("primary", &env.body, Some(id))
+        .await
+        .unwrap();
     let (resp, report) = handle_batch(&sys.kernel, "primary", event.clone()).await;
     assert!(resp.batch_item_failures.is_empty());
     assert_eq!(report.applied, 1);
     let (_, again) = handle_batch(&sys.kernel, "primary", event).await;
-    assert_eq!(again.duplicates, 1, "a redelivered record is not applied twice");
+    assert_eq!(
+        again.duplicates, 1,
+        "a redelivered record is not applied twice"
+    );
     // primary delegated to both specialists exactly once.
     assert_eq!(sys.queues.depth("weather").await.unwrap(), 1);
     assert_eq!(sys.queues.depth("finance").await.unwrap(), 1);
@@ -38,11 +44,18 @@ async fn malformed_records_go_to_the_dead_letter_queue_and_are_acknowledged() {
     let sys = common::system();
     let event: SqsEvent = serde_json::from_str(&common::fixture("sqs/malformed.json")).unwrap();
     let (resp, report) = handle_batch(&sys.kernel, "primary", event).await;
-    assert!(resp.batch_item_failures.is_empty(), "retrying cannot help; do not block the queue");
+    assert!(
+        resp.batch_item_failures.is_empty(),
+        "retrying cannot help; do not block the queue"
+    );
     assert_eq!(report.dead_lettered, 2);
     let dl = sys.queues.dead_letters("primary", 10).await.unwrap();
     assert_eq!(dl.len(), 2);
-    assert!(dl[0].reason.starts_with("envelope does not parse"), "{}", dl[0].reason);
+    assert!(
+        dl[0].reason.starts_with("envelope does not parse"),
+        "{}",
+        dl[0].reason
+    );
     assert_eq!(dl[1].reason, "envelope is empty");
 }
 
@@ -54,7 +67,10 @@ async fn an_envelope_on_the_wrong_queue_is_dead_lettered_with_both_names() {
     assert!(resp.batch_item_failures.is_empty());
     assert_eq!(report.dead_lettered, 1);
     let dl = sys.queues.dead_letters("primary", 10).await.unwrap();
-    assert_eq!(dl[0].reason, "envelope addressed to 'weather' arrived on the queue of 'primary'");
+    assert_eq!(
+        dl[0].reason,
+        "envelope addressed to 'weather' arrived on the queue of 'primary'"
+    );
 }
 
 #[tokio::test]
@@ -70,5 +86,8 @@ async fn schedule_fixture_submits_one_task_however_often_it_is_delivered() {
     let task = sys.store.get_task(first.id).await.unwrap().unwrap();
     assert_eq!(task.status, TaskStatus::Succeeded);
     let answer = task.result.unwrap();
-    assert!(answer.contains("- weather:") && answer.contains("- finance:"), "{answer}");
+    assert!(
+        answer.contains("- weather:") && answer.contains("- finance:"),
+        "{answer}"
+    );
 }

@@ -15,7 +15,10 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 fn router(sys: &aos_kernel::testkit::MemSystem) -> Router {
-    app(AppState { kernel: sys.kernel.clone(), inbox: Some(sys.queues.clone()) })
+    app(AppState {
+        kernel: sys.kernel.clone(),
+        inbox: Some(sys.queues.clone()),
+    })
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: impl Into<Body>) -> (StatusCode, Value) {
@@ -40,7 +43,13 @@ fn message(v: &Value) -> &str {
 async fn a_submitted_task_runs_and_its_timeline_is_readable() {
     let sys = common::system();
     let app = router(&sys);
-    let (status, task) = call(&app, "POST", "/tasks", r#"{"input": "What is 1250 EUR in USD?"}"#).await;
+    let (status, task) = call(
+        &app,
+        "POST",
+        "/tasks",
+        r#"{"input": "What is 1250 EUR in USD?"}"#,
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let id = task["id"].as_str().unwrap().to_string();
     assert_eq!(task["status"], "queued");
@@ -50,7 +59,12 @@ async fn a_submitted_task_runs_and_its_timeline_is_readable() {
     assert_eq!(task["status"], TaskStatus::Succeeded.as_str());
     let (status, events) = call(&app, "GET", &format!("/tasks/{id}/events"), Body::empty()).await;
     assert_eq!(status, StatusCode::OK);
-    let kinds: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds.first(), Some(&"submitted"), "{events:#}");
     assert_eq!(kinds.last(), Some(&"answer"));
     let (_, list) = call(&app, "GET", "/tasks?status=succeeded", Body::empty()).await;
@@ -76,9 +90,18 @@ async fn bad_requests_get_readable_4xx_and_the_api_keeps_serving() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(message(&v).contains("send JSON like"), "{v}");
 
-    let (s, v) = call(&app, "POST", "/tasks", r#"{"input": "hi", "agent": "nobody"}"#).await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/tasks",
+        r#"{"input": "hi", "agent": "nobody"}"#,
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert_eq!(message(&v), "unknown agent 'nobody'; known agents: finance, primary, weather");
+    assert_eq!(
+        message(&v),
+        "unknown agent 'nobody'; known agents: finance, primary, weather"
+    );
 
     let (s, v) = call(&app, "POST", "/tasks", r#"{"input": "   "}"#).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -91,7 +114,13 @@ async fn bad_requests_get_readable_4xx_and_the_api_keeps_serving() {
 
     let (s, _) = call(&app, "GET", "/tasks/not-a-ulid", Body::empty()).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = call(&app, "GET", "/tasks/01JDA5V0K3Z8Q9WX7YB2M4N6PR", Body::empty()).await;
+    let (s, _) = call(
+        &app,
+        "GET",
+        "/tasks/01JDA5V0K3Z8Q9WX7YB2M4N6PR",
+        Body::empty(),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = call(&app, "GET", "/tasks?status=bogus", Body::empty()).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -101,7 +130,13 @@ async fn bad_requests_get_readable_4xx_and_the_api_keeps_serving() {
     // Nothing was recorded by the bad requests, and a good one still works.
     use aos_kernel::ports::TaskStore;
     assert!(sys.store.list_tasks(None, 10).await.unwrap().is_empty());
-    let (s, _) = call(&app, "POST", "/tasks", r#"{"input": "What is 2 EUR in USD?"}"#).await;
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/tasks",
+        r#"{"input": "What is 2 EUR in USD?"}"#,
+    )
+    .await;
     assert_eq!(s, StatusCode::ACCEPTED);
 }
 
@@ -109,7 +144,8 @@ async fn bad_requests_get_readable_4xx_and_the_api_keeps_serving() {
 async fn a_recorded_api_gateway_event_reaches_the_same_router() {
     let sys = common::system();
     let app = router(&sys);
-    let event: ApiGatewayV2httpRequest = serde_json::from_str(&common::fixture("api/submit-task.json")).unwrap();
+    let event: ApiGatewayV2httpRequest =
+        serde_json::from_str(&common::fixture("api/submit-task.json")).unwrap();
     // What lambda_http does: the API Gateway event becomes an http::Request.
     let method = event.request_context.http.method.as_str().to_string();
     let path = event.raw_path.clone().unwrap();
@@ -117,7 +153,13 @@ async fn a_recorded_api_gateway_event_reaches_the_same_router() {
     assert_eq!(s, StatusCode::ACCEPTED);
     assert_eq!(task["input"], "What is 1250 EUR in USD?");
     sys.drain().await;
-    let (_, task) = call(&app, "GET", &format!("/tasks/{}", task["id"].as_str().unwrap()), Body::empty()).await;
+    let (_, task) = call(
+        &app,
+        "GET",
+        &format!("/tasks/{}", task["id"].as_str().unwrap()),
+        Body::empty(),
+    )
+    .await;
     assert_eq!(task["status"], "succeeded");
     assert!(task["result"].as_str().unwrap().contains("- finance:"));
 }
@@ -126,13 +168,28 @@ async fn a_recorded_api_gateway_event_reaches_the_same_router() {
 async fn cancelling_a_task_stops_its_remaining_work() {
     let sys = common::system();
     let app = router(&sys);
-    let (_, task) = call(&app, "POST", "/tasks", r#"{"input": "What's the weather in Oslo and 5 EUR in USD?"}"#).await;
+    let (_, task) = call(
+        &app,
+        "POST",
+        "/tasks",
+        r#"{"input": "What's the weather in Oslo and 5 EUR in USD?"}"#,
+    )
+    .await;
     let id = task["id"].as_str().unwrap().to_string();
-    let (s, t) = call(&app, "POST", &format!("/tasks/{id}/cancel"), r#"{"reason": "changed my mind"}"#).await;
+    let (s, t) = call(
+        &app,
+        "POST",
+        &format!("/tasks/{id}/cancel"),
+        r#"{"reason": "changed my mind"}"#,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(t["status"], "cancelled");
     sys.drain().await;
     let (_, t) = call(&app, "GET", &format!("/tasks/{id}"), Body::empty()).await;
     assert_eq!(t["status"], "cancelled");
-    assert_eq!(t["usage"]["llm_calls"], 0, "no model was called after the cancel");
+    assert_eq!(
+        t["usage"]["llm_calls"], 0,
+        "no model was called after the cancel"
+    );
 }

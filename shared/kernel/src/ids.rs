@@ -103,6 +103,7 @@ fn rand_bits() -> u128 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -103,7 +103,9 @@ pub enum SubmitError {
     TooLarge { bytes: usize, limit: usize },
     #[error(transparent)]
     Port(#[from] PortError),
-    #[error("the task was recorded but its first message could not be sent yet ({0}); it is re-sent at the next start")]
+    #[error(
+        "the task was recorded but its first message could not be sent yet ({0}); it is re-sent at the next start"
+    )]
     NotSent(String),
 }
 
@@ -206,11 +208,12 @@ impl Kernel {
             }
         };
         if task.status == TaskStatus::Queued {
-            let first = self.prepare(vec![OutboxItem {
-                envelope: first_envelope(&task),
-                deliver_at: None,
-            }])
-            .await?;
+            let first = self
+                .prepare(vec![OutboxItem {
+                    envelope: first_envelope(&task),
+                    deliver_at: None,
+                }])
+                .await?;
             self.flush(&first).await?;
         }
         Ok(task)
@@ -232,8 +235,13 @@ impl Kernel {
                 deliver_at: None,
             })
             .collect();
-        let items = self.prepare(items).await.map_err(|r| PortError::Unavailable(r.0))?;
-        self.flush(&items).await.map_err(|r| PortError::Unavailable(r.0))?;
+        let items = self
+            .prepare(items)
+            .await
+            .map_err(|r| PortError::Unavailable(r.0))?;
+        self.flush(&items)
+            .await
+            .map_err(|r| PortError::Unavailable(r.0))?;
         Ok(items.len())
     }
 
@@ -638,7 +646,12 @@ impl<'a> WakeRun<'a> {
             Kind::Task | Kind::Message => {
                 self.event(
                     EventKind::Woke,
-                    format!("{} from {}: {}", env.kind, env.from, preview(&env.body, 160)),
+                    format!(
+                        "{} from {}: {}",
+                        env.kind,
+                        env.from,
+                        preview(&env.body, 160)
+                    ),
                 );
                 let text = match env.kind {
                     Kind::Task => env.body.clone(),
@@ -686,7 +699,11 @@ impl<'a> WakeRun<'a> {
         }
 
         // Fan-in: think only once every call of the open turn has its result.
-        let waiting = session.open_calls.iter().filter(|s| s.result.is_none()).count();
+        let waiting = session
+            .open_calls
+            .iter()
+            .filter(|s| s.result.is_none())
+            .count();
         if waiting > 0 {
             session.status = SessionStatus::Waiting;
             self.event(
@@ -825,7 +842,13 @@ impl<'a> WakeRun<'a> {
 
     /// Runs one tool call: inline for synchronous tools, through the outbox for the
     /// kernel's asynchronous ones (whose slot stays open until the answer arrives).
-    async fn call(&mut self, session: &Session, id: String, name: String, input: Value) -> CallSlot {
+    async fn call(
+        &mut self,
+        session: &Session,
+        id: String,
+        name: String,
+        input: Value,
+    ) -> CallSlot {
         let mut slot = CallSlot {
             id: id.clone(),
             name: name.clone(),
@@ -840,11 +863,21 @@ impl<'a> WakeRun<'a> {
         };
         match name.as_str() {
             SEND_MESSAGE => {
-                let peer = input.get("agent").and_then(Value::as_str).unwrap_or_default();
-                let request = input.get("request").and_then(Value::as_str).unwrap_or_default();
+                let peer = input
+                    .get("agent")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let request = input
+                    .get("request")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let Some(peer) = self.agent.may_message.iter().find(|p| p.as_str() == peer) else {
-                    let allowed: Vec<&str> =
-                        self.agent.may_message.iter().map(AgentName::as_str).collect();
+                    let allowed: Vec<&str> = self
+                        .agent
+                        .may_message
+                        .iter()
+                        .map(AgentName::as_str)
+                        .collect();
                     return fail(
                         slot,
                         format!(
@@ -889,8 +922,14 @@ impl<'a> WakeRun<'a> {
                 slot
             }
             SCHEDULE_WAKEUP => {
-                let secs = input.get("after_seconds").and_then(Value::as_u64).unwrap_or(0);
-                let note = input.get("note").and_then(Value::as_str).unwrap_or_default();
+                let secs = input
+                    .get("after_seconds")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                let note = input
+                    .get("note")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 if !(1..=31_536_000).contains(&secs) {
                     return fail(slot, "after_seconds must be between 1 and 31536000".into());
                 }
@@ -922,7 +961,10 @@ impl<'a> WakeRun<'a> {
                 slot
             }
             REMEMBER => {
-                let note = input.get("note").and_then(Value::as_str).unwrap_or_default();
+                let note = input
+                    .get("note")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 if note.trim().is_empty() {
                     return fail(slot, "remember needs a non-empty `note`".into());
                 }

@@ -30,4 +30,6 @@ pub mod testkit;
 pub use catalog::Catalog;
 pub use ids::{EnvelopeId, EventId, TaskId};
 pub use kernel::{Kernel, KernelConfig, Ports, Retry, SubmitError, WakeOutcome};
-pub use model::{AgentDef, AgentName, Envelope, Event, EventKind, Kind, SessionId, Task, TaskStatus};
+pub use model::{
+    AgentDef, AgentName, Envelope, Event, EventKind, Kind, SessionId, Task, TaskStatus,
+};

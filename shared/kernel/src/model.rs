@@ -73,9 +73,7 @@ impl SessionId {
     pub fn new(id: impl Into<String>) -> Result<Self, ModelError> {
         let id = id.into();
         // The SQS MessageGroupId alphabet, so a session id is always a valid group id.
-        let ok = !id.is_empty()
-            && id.len() <= 128
-            && id.chars().all(|c| c.is_ascii_graphic());
+        let ok = !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic());
         if ok {
             Ok(Self(id))
         } else {
@@ -595,6 +593,7 @@ impl AgentDef {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -7,9 +7,7 @@
 
 use crate::catalog::Catalog;
 use crate::kernel::SEND_MESSAGE;
-use crate::llm::{
-    Content, LlmError, Model, ModelRequest, ModelResponse, Role, StopReason,
-};
+use crate::llm::{Content, LlmError, Model, ModelRequest, ModelResponse, Role, StopReason};
 use crate::model::Usage;
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -135,7 +133,10 @@ impl OfflineModel {
             .get(agent)
             .map(|kws| {
                 kws.iter()
-                    .filter(|k| words.iter().any(|w| w == k) || (k.chars().count() == 1 && lower.contains(k.as_str())))
+                    .filter(|k| {
+                        words.iter().any(|w| w == k)
+                            || (k.chars().count() == 1 && lower.contains(k.as_str()))
+                    })
                     .count()
             })
             .unwrap_or(0)
@@ -184,7 +185,9 @@ impl Model for OfflineModel {
                 .iter()
                 .map(|m| serde_json::to_string(m).map(|s| s.len()).unwrap_or(0))
                 .sum::<usize>();
-        let out_chars: usize = serde_json::to_string(&content).map(|s| s.len()).unwrap_or(0);
+        let out_chars: usize = serde_json::to_string(&content)
+            .map(|s| s.len())
+            .unwrap_or(0);
         Ok(ModelResponse {
             content,
             stop,
@@ -209,19 +212,31 @@ fn allowed_agents(req: &ModelRequest) -> Vec<String> {
         .find(|t| t.name == SEND_MESSAGE)
         .and_then(|t| t.input_schema.pointer("/properties/agent/enum"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn strip_request_prefix(text: &str) -> String {
     match text.strip_prefix("Request from agent ") {
-        Some(rest) => rest.split_once(": ").map(|(_, r)| r).unwrap_or(rest).to_string(),
+        Some(rest) => rest
+            .split_once(": ")
+            .map(|(_, r)| r)
+            .unwrap_or(rest)
+            .to_string(),
         None => text.to_string(),
     }
 }
 
 fn strip_label(text: &str) -> &str {
-    text.trim().strip_prefix(OFFLINE_LABEL).unwrap_or(text).trim()
+    text.trim()
+        .strip_prefix(OFFLINE_LABEL)
+        .unwrap_or(text)
+        .trim()
 }
 
 /// Writes the answer from the results of the last turn, in call order.
@@ -256,7 +271,10 @@ fn summarise(req: &ModelRequest) -> String {
                 strip_label(content).to_string()
             };
             if name == SEND_MESSAGE {
-                let agent = input.get("agent").and_then(Value::as_str).unwrap_or("agent");
+                let agent = input
+                    .get("agent")
+                    .and_then(Value::as_str)
+                    .unwrap_or("agent");
                 delegated.push(format!("- {agent}: {}", body.replace('\n', "\n  ")));
             } else {
                 direct.push(body);
@@ -326,10 +344,48 @@ fn capitalise(s: &str) -> String {
 }
 
 const NOT_CITIES: &[&str] = &[
-    "what", "what's", "whats", "how", "is", "will", "tell", "me", "the", "please", "weather",
-    "and", "in", "today", "tomorrow", "i", "can", "could", "give", "show", "current", "it",
-    "forecast", "temperature", "does", "do", "should", "would", "also", "then", "for", "at",
-    "request", "agent", "hello", "hi", "now", "right", "like", "there", "rain", "wind",
+    "what",
+    "what's",
+    "whats",
+    "how",
+    "is",
+    "will",
+    "tell",
+    "me",
+    "the",
+    "please",
+    "weather",
+    "and",
+    "in",
+    "today",
+    "tomorrow",
+    "i",
+    "can",
+    "could",
+    "give",
+    "show",
+    "current",
+    "it",
+    "forecast",
+    "temperature",
+    "does",
+    "do",
+    "should",
+    "would",
+    "also",
+    "then",
+    "for",
+    "at",
+    "request",
+    "agent",
+    "hello",
+    "hi",
+    "now",
+    "right",
+    "like",
+    "there",
+    "rain",
+    "wind",
 ];
 
 /// City names: runs of capitalised words that are not question words or currency codes.
@@ -370,7 +426,10 @@ pub fn cities(request: &str) -> Vec<String> {
 pub fn conversions(request: &str) -> Vec<(f64, String, String)> {
     let words: Vec<String> = request
         .split_whitespace()
-        .map(|w| w.trim_matches(|c: char| matches!(c, '?' | ',' | '.' | '!' | ';' | ':')).to_string())
+        .map(|w| {
+            w.trim_matches(|c: char| matches!(c, '?' | ',' | '.' | '!' | ';' | ':'))
+                .to_string()
+        })
         .collect();
     let code = |w: &str| -> Option<String> {
         let symbol = match w {
@@ -383,8 +442,10 @@ pub fn conversions(request: &str) -> Vec<(f64, String, String)> {
         if let Some(s) = symbol {
             return Some(s.to_string());
         }
-        (w.len() == 3 && w.chars().all(|c| c.is_ascii_alphabetic())
-            && !["the", "and", "for", "how", "use", "are", "its"].contains(&w.to_lowercase().as_str()))
+        (w.len() == 3
+            && w.chars().all(|c| c.is_ascii_alphabetic())
+            && !["the", "and", "for", "how", "use", "are", "its"]
+                .contains(&w.to_lowercase().as_str()))
         .then(|| w.to_uppercase())
     };
     let number = |w: &str| -> Option<f64> {
@@ -449,6 +510,7 @@ pub fn expressions(request: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -482,8 +544,10 @@ mod tests {
     #[test]
     fn routes_the_demo_request_to_two_agents() {
         let mut m = OfflineModel::default();
-        m.keywords.insert("weather".into(), vec!["weather".into(), "forecast".into()]);
-        m.keywords.insert("finance".into(), vec!["eur".into(), "usd".into()]);
+        m.keywords
+            .insert("weather".into(), vec!["weather".into(), "forecast".into()]);
+        m.keywords
+            .insert("finance".into(), vec!["eur".into(), "usd".into()]);
         let allowed = vec!["weather".to_string(), "finance".to_string()];
         let routed = m.route(
             "What's the weather in Paris and Tokyo, and what is 1250 EUR in USD?",
@@ -492,7 +556,10 @@ mod tests {
         assert_eq!(
             routed,
             vec![
-                ("weather".into(), "What's the weather in Paris and Tokyo?".into()),
+                (
+                    "weather".into(),
+                    "What's the weather in Paris and Tokyo?".into()
+                ),
                 ("finance".into(), "What is 1250 EUR in USD?".into())
             ]
         );

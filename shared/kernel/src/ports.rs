@@ -178,6 +178,13 @@ pub trait Inbox: Send + Sync {
     ) -> Result<Vec<Received>, PortError>;
     /// Acknowledges a processed message.
     async fn delete(&self, agent: &str, receipt: &str) -> Result<(), PortError>;
+    /// Acknowledges several messages in one call (SQS `DeleteMessageBatch`).
+    async fn delete_batch(&self, agent: &str, receipts: &[String]) -> Result<(), PortError> {
+        for r in receipts {
+            self.delete(agent, r).await?;
+        }
+        Ok(())
+    }
     /// Makes an in-flight message visible again after `delay_ms`.
     async fn release(&self, agent: &str, receipt: &str, delay_ms: u64) -> Result<(), PortError>;
     /// Dead-letter entries, oldest first.

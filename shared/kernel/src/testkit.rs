@@ -12,8 +12,8 @@ use crate::model::{
     Envelope, Event, MemoryNote, OutboxItem, Session, SessionKey, Task, TaskStatus, TaskUpdate,
 };
 use crate::ports::{
-    BlobStore, Clock, Commit, DeadLetter, Inbox, Loaded, Mailbox, PortError, Received,
-    Scheduler, SessionStore, TaskStore,
+    BlobStore, Clock, Commit, DeadLetter, Inbox, Loaded, Mailbox, PortError, Received, Scheduler,
+    SessionStore, TaskStore,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -66,7 +66,11 @@ impl SessionStore for MemStore {
         memory_limit: usize,
     ) -> Result<Loaded, PortError> {
         let s = self.state.lock().unwrap();
-        let memory = s.memory.get(key.agent.as_str()).cloned().unwrap_or_default();
+        let memory = s
+            .memory
+            .get(key.agent.as_str())
+            .cloned()
+            .unwrap_or_default();
         let skip = memory.len().saturating_sub(memory_limit);
         Ok(Loaded {
             session: s.sessions.get(key).cloned(),
@@ -97,8 +101,8 @@ impl SessionStore for MemStore {
         }
         s.applied
             .insert((c.key.clone(), c.envelope), c.outbox.clone());
-        let now = c.events.last().map(|e| e.at).unwrap_or(0);
         if let Some(task) = s.tasks.get_mut(&c.task) {
+            let now = c.events.last().map_or(task.updated_at, |e| e.at);
             c.task_update.apply_to(task, now);
         }
         let log = s.events.entry(c.task).or_default();
@@ -166,10 +170,10 @@ impl TaskStore for MemStore {
         events: &[Event],
     ) -> Result<Option<Task>, PortError> {
         let mut s = self.state.lock().unwrap();
-        let now = events.last().map(|e| e.at).unwrap_or(0);
         let Some(task) = s.tasks.get_mut(&id) else {
             return Ok(None);
         };
+        let now = events.last().map_or(task.updated_at, |e| e.at);
         update.apply_to(task, now);
         let task = task.clone();
         let log = s.events.entry(id).or_default();
@@ -475,7 +479,14 @@ impl MemSystem {
         };
         let kernel = crate::Kernel::new(catalog, tools, ports, crate::KernelConfig::default())
             .expect("catalog and tools fit");
-        Self { kernel, store, queues, blobs, scheduler, clock }
+        Self {
+            kernel,
+            store,
+            queues,
+            blobs,
+            scheduler,
+            clock,
+        }
     }
 
     /// Runs every queue dry; returns the number of wakes.

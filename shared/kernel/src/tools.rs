@@ -2,9 +2,9 @@
 //! because a wake that crashes before its commit runs again from the start. Anything
 //! with an effect on the world goes through the outbox instead (see the kernel tools).
 
+use crate::ids::TaskId;
 use crate::llm::ToolSpec;
 use crate::model::{AgentName, SessionId};
-use crate::ids::TaskId;
 use async_trait::async_trait;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -5,7 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use aos_kernel::llm::{Content, LlmError, Model, ModelRequest, ModelResponse, StopReason, ToolSpec};
+use aos_kernel::llm::{
+    Content, LlmError, Model, ModelRequest, ModelResponse, StopReason, ToolSpec,
+};
 use aos_kernel::model::{AgentDef, Envelope, EventKind, Kind, TaskStatus, Usage};
 use aos_kernel::ports::{Clock, Inbox, Mailbox, TaskStore};
 use aos_kernel::testkit::{FnModel, MemSystem};
@@ -41,10 +43,14 @@ impl Tool for Counted {
     async fn call(&self, input: Value, _ctx: &ToolContext) -> Result<String, ToolError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         match self.name {
-            "get_weather" => Ok(format!("{}: 12 °C, overcast", input[self.arg].as_str().unwrap_or("?"))),
+            "get_weather" => Ok(format!(
+                "{}: 12 °C, overcast",
+                input[self.arg].as_str().unwrap_or("?")
+            )),
             _ => Ok(format!(
                 "{} {} = {:.2} {}",
-                input["amount"], input["from"].as_str().unwrap_or("?"),
+                input["amount"],
+                input["from"].as_str().unwrap_or("?"),
                 input["amount"].as_f64().unwrap_or(0.0) * 1.085,
                 input["to"].as_str().unwrap_or("?")
             )),
@@ -58,9 +64,15 @@ fn agent(toml: &str) -> AgentDef {
 
 fn reference_agents() -> Vec<AgentDef> {
     vec![
-        agent("name='primary'\npurpose='orchestrator'\nsystem_prompt='split'\nmay_message=['weather','finance']\n"),
-        agent("name='weather'\npurpose='weather'\nsystem_prompt='w'\ntools=['get_weather']\nkeywords=['weather','forecast']\n"),
-        agent("name='finance'\npurpose='money'\nsystem_prompt='f'\ntools=['convert_currency']\nkeywords=['eur','usd']\n"),
+        agent(
+            "name='primary'\npurpose='orchestrator'\nsystem_prompt='split'\nmay_message=['weather','finance']\n",
+        ),
+        agent(
+            "name='weather'\npurpose='weather'\nsystem_prompt='w'\ntools=['get_weather']\nkeywords=['weather','forecast']\n",
+        ),
+        agent(
+            "name='finance'\npurpose='money'\nsystem_prompt='f'\ntools=['convert_currency']\nkeywords=['eur','usd']\n",
+        ),
     ]
 }
 
@@ -79,8 +91,16 @@ impl std::ops::Deref for System {
 fn system_with(agents: Vec<AgentDef>, model: Option<Arc<dyn Model>>) -> System {
     let tool_calls = Arc::new(AtomicU64::new(0));
     let tools = ToolRegistry::new()
-        .with(Arc::new(Counted { name: "get_weather", arg: "city", calls: tool_calls.clone() }))
-        .with(Arc::new(Counted { name: "convert_currency", arg: "amount", calls: tool_calls.clone() }));
+        .with(Arc::new(Counted {
+            name: "get_weather",
+            arg: "city",
+            calls: tool_calls.clone(),
+        }))
+        .with(Arc::new(Counted {
+            name: "convert_currency",
+            arg: "amount",
+            calls: tool_calls.clone(),
+        }));
     let sys = MemSystem::new(Catalog::new(agents).unwrap(), tools, model);
     System { sys, tool_calls }
 }
@@ -127,13 +147,32 @@ async fn three_agents_fan_out_and_fan_in_to_one_answer() {
     assert_eq!(task.usage.wakes, 5);
     assert_eq!(task.usage.llm_calls, 6, "primary 2 + each specialist 2");
     let events = sys.store.task_events(task.id).await.unwrap();
-    let delegated: Vec<_> = events.iter().filter(|e| e.kind == EventKind::Delegated).collect();
+    let delegated: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Delegated)
+        .collect();
     assert_eq!(delegated.len(), 2);
     assert!(delegated[0].detail.starts_with("→ weather"));
     assert!(delegated[1].detail.starts_with("→ finance"));
-    assert_eq!(events.iter().filter(|e| e.kind == EventKind::Replied).count(), 2);
-    assert_eq!(events.iter().filter(|e| e.kind == EventKind::Answer).count(), 1);
-    assert_eq!(sys.tool_calls.load(Ordering::SeqCst), 3, "Paris, Tokyo, one conversion");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind == EventKind::Replied)
+            .count(),
+        2
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind == EventKind::Answer)
+            .count(),
+        1
+    );
+    assert_eq!(
+        sys.tool_calls.load(Ordering::SeqCst),
+        3,
+        "Paris, Tokyo, one conversion"
+    );
 }
 
 /// Delivers every envelope twice, in a random order across sessions (FIFO kept within
@@ -150,7 +189,10 @@ async fn chaotic_run(seed: u64) -> (String, Vec<(String, EventKind, String)>, u6
     loop {
         let sent = sys.queues.sent.lock().unwrap().clone();
         for e in &sent[seen..] {
-            firsts.entry(e.session.to_string()).or_default().push(e.clone());
+            firsts
+                .entry(e.session.to_string())
+                .or_default()
+                .push(e.clone());
         }
         seen = sent.len();
         let mut choices: Vec<(bool, usize, String)> = firsts
@@ -175,9 +217,19 @@ async fn chaotic_run(seed: u64) -> (String, Vec<(String, EventKind, String)>, u6
             assert_eq!(outcome, WakeOutcome::Duplicate);
         }
     }
-    let unique: std::collections::HashSet<_> =
-        sys.queues.sent.lock().unwrap().iter().map(|e| e.id).collect();
-    assert_eq!(deliveries, unique.len() * 2, "every envelope delivered twice");
+    let unique: std::collections::HashSet<_> = sys
+        .queues
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        deliveries,
+        unique.len() * 2,
+        "every envelope delivered twice"
+    );
     let t = sys.task(task.id).await;
     assert_eq!(t.status, TaskStatus::Succeeded);
     (
@@ -209,8 +261,14 @@ async fn duplicated_and_shuffled_delivery_gives_the_same_result_and_timeline() {
         assert_eq!(run.0, reference.0, "answer differs with seed {seed}");
         assert_eq!(run.1, reference.1, "timeline differs with seed {seed}");
         assert_eq!(run.2, reference.2, "a tool ran twice with seed {seed}");
-        assert_eq!(run.3, reference.3, "an envelope was applied twice with seed {seed}");
-        assert_eq!(run.4, reference.4, "an outbox envelope was produced twice with seed {seed}");
+        assert_eq!(
+            run.3, reference.3,
+            "an envelope was applied twice with seed {seed}"
+        );
+        assert_eq!(
+            run.4, reference.4,
+            "an outbox envelope was produced twice with seed {seed}"
+        );
     }
 }
 
@@ -220,7 +278,10 @@ async fn a_crash_before_any_commit_or_flush_loses_nothing_and_duplicates_nothing
         let sys = system();
         let t = sys.kernel.submit("primary", DEMO, None).await.unwrap();
         sys.drain().await;
-        (sys.task(t.id).await.result.unwrap(), sys.timeline(t.id).await)
+        (
+            sys.task(t.id).await.result.unwrap(),
+            sys.timeline(t.id).await,
+        )
     };
     // Crash the n-th commit, then separately the n-th flush, for every wake of the task.
     for n in 0..5u64 {
@@ -236,7 +297,10 @@ async fn a_crash_before_any_commit_or_flush_loses_nothing_and_duplicates_nothing
                         break;
                     }
                     if let Some(m) = sys.queues.receive(a, 1, 30_000).await.unwrap().pop() {
-                        sys.kernel.wake(Envelope::parse(&m.body).unwrap()).await.unwrap();
+                        sys.kernel
+                            .wake(Envelope::parse(&m.body).unwrap())
+                            .await
+                            .unwrap();
                         sys.queues.delete(a, &m.receipt).await.unwrap();
                         done += 1;
                         progressed = true;
@@ -251,7 +315,11 @@ async fn a_crash_before_any_commit_or_flush_loses_nothing_and_duplicates_nothing
             }
             sys.drain().await;
             let task = sys.task(t.id).await;
-            assert_eq!(task.status, TaskStatus::Succeeded, "crash at wake {n} (flush: {crash_flush})");
+            assert_eq!(
+                task.status,
+                TaskStatus::Succeeded,
+                "crash at wake {n} (flush: {crash_flush})"
+            );
             assert_eq!(task.result.unwrap(), reference.0);
             assert_eq!(sys.timeline(t.id).await, reference.1);
             assert_eq!(sys.store.commits.load(Ordering::SeqCst), 5);
@@ -265,9 +333,18 @@ async fn a_crash_before_any_commit_or_flush_loses_nothing_and_duplicates_nothing
 
 fn tool_use(id: &str, name: &str, input: Value) -> ModelResponse {
     ModelResponse {
-        content: vec![Content::ToolUse { id: id.into(), name: name.into(), input }],
+        content: vec![Content::ToolUse {
+            id: id.into(),
+            name: name.into(),
+            input,
+        }],
         stop: StopReason::ToolUse,
-        usage: Usage { llm_calls: 1, input_tokens: 10, output_tokens: 5, ..Usage::default() },
+        usage: Usage {
+            llm_calls: 1,
+            input_tokens: 10,
+            output_tokens: 5,
+            ..Usage::default()
+        },
         model: "scripted".into(),
     }
 }
@@ -275,16 +352,26 @@ fn tool_use(id: &str, name: &str, input: Value) -> ModelResponse {
 #[tokio::test]
 async fn two_agents_messaging_each_other_are_stopped_by_the_hop_limit() {
     let agents = vec![
-        agent("name='ping'\npurpose='p'\nsystem_prompt='s'\nmay_message=['pong']\n[budget]\nmax_hops=6\n"),
+        agent(
+            "name='ping'\npurpose='p'\nsystem_prompt='s'\nmay_message=['pong']\n[budget]\nmax_hops=6\n",
+        ),
         agent("name='pong'\npurpose='p'\nsystem_prompt='s'\nmay_message=['ping']\n"),
     ];
     let model = FnModel(|req: &ModelRequest| {
         let other = if req.agent == "ping" { "pong" } else { "ping" };
         let n = req.messages.len();
-        Ok(tool_use(&format!("c{n}"), "send_message", json!({"agent": other, "request": "your turn"})))
+        Ok(tool_use(
+            &format!("c{n}"),
+            "send_message",
+            json!({"agent": other, "request": "your turn"}),
+        ))
     });
     let sys = system_with(agents, Some(Arc::new(model)));
-    let t = sys.kernel.submit("ping", "start the rally", None).await.unwrap();
+    let t = sys
+        .kernel
+        .submit("ping", "start the rally", None)
+        .await
+        .unwrap();
     let wakes = sys.drain().await;
     let task = sys.task(t.id).await;
     assert_eq!(task.status, TaskStatus::Failed);
@@ -293,7 +380,10 @@ async fn two_agents_messaging_each_other_are_stopped_by_the_hop_limit() {
     assert!(err.contains("over the task's limit of 6"), "{err}");
     assert!(err.contains("in a loop"), "{err}");
     assert_eq!(wakes, 8, "hops 0..=6 run, hop 7 is refused");
-    assert_eq!(sys.queues.depth("ping").await.unwrap() + sys.queues.depth("pong").await.unwrap(), 0);
+    assert_eq!(
+        sys.queues.depth("ping").await.unwrap() + sys.queues.depth("pong").await.unwrap(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -302,14 +392,26 @@ async fn an_agent_that_never_stops_calling_tools_fails_with_a_reason() {
         "name='busy'\npurpose='p'\nsystem_prompt='s'\ntools=['get_weather']\n[limits]\nmax_steps_per_wake=3\n",
     )];
     let model = FnModel(|req: &ModelRequest| {
-        Ok(tool_use(&format!("c{}", req.messages.len()), "get_weather", json!({"city": "Oslo"})))
+        Ok(tool_use(
+            &format!("c{}", req.messages.len()),
+            "get_weather",
+            json!({"city": "Oslo"}),
+        ))
     });
     let sys = system_with(agents, Some(Arc::new(model)));
-    let t = sys.kernel.submit("busy", "loop forever", None).await.unwrap();
+    let t = sys
+        .kernel
+        .submit("busy", "loop forever", None)
+        .await
+        .unwrap();
     sys.drain().await;
     let task = sys.task(t.id).await;
     assert_eq!(task.status, TaskStatus::Failed);
-    assert!(task.error.unwrap().contains("made 3 model calls in one wake"));
+    assert!(
+        task.error
+            .unwrap()
+            .contains("made 3 model calls in one wake")
+    );
     assert_eq!(task.usage.llm_calls, 3);
 }
 
@@ -319,14 +421,21 @@ async fn the_task_budget_stops_model_calls() {
         "name='busy'\npurpose='p'\nsystem_prompt='s'\ntools=['get_weather']\n[budget]\nmax_llm_calls=2\n",
     )];
     let model = FnModel(|req: &ModelRequest| {
-        Ok(tool_use(&format!("c{}", req.messages.len()), "get_weather", json!({"city": "Oslo"})))
+        Ok(tool_use(
+            &format!("c{}", req.messages.len()),
+            "get_weather",
+            json!({"city": "Oslo"}),
+        ))
     });
     let sys = system_with(agents, Some(Arc::new(model)));
     let t = sys.kernel.submit("busy", "spend", None).await.unwrap();
     sys.drain().await;
     let task = sys.task(t.id).await;
     assert_eq!(task.status, TaskStatus::Failed);
-    assert_eq!(task.error.unwrap(), "budget exhausted: 2 model calls reached the task's limit of 2");
+    assert_eq!(
+        task.error.unwrap(),
+        "budget exhausted: 2 model calls reached the task's limit of 2"
+    );
     assert_eq!(task.usage.llm_calls, 2);
 }
 
@@ -334,18 +443,27 @@ async fn the_task_budget_stops_model_calls() {
 async fn a_permanent_model_error_fails_the_task_and_a_transient_one_retries() {
     let calls = Arc::new(AtomicU64::new(0));
     let c = calls.clone();
-    let model = FnModel(move |_req: &ModelRequest| match c.fetch_add(1, Ordering::SeqCst) {
-        0 => Err(LlmError::Transient("429 throttled".into())),
-        _ => Err(LlmError::Permanent("400 model not found".into())),
-    });
+    let model = FnModel(
+        move |_req: &ModelRequest| match c.fetch_add(1, Ordering::SeqCst) {
+            0 => Err(LlmError::Transient("429 throttled".into())),
+            _ => Err(LlmError::Permanent("400 model not found".into())),
+        },
+    );
     let agents = vec![agent("name='solo'\npurpose='p'\nsystem_prompt='s'\n")];
     let sys = system_with(agents, Some(Arc::new(model)));
     let t = sys.kernel.submit("solo", "hi", None).await.unwrap();
     sys.drain().await;
     let task = sys.task(t.id).await;
     assert_eq!(task.status, TaskStatus::Failed);
-    assert_eq!(task.error.unwrap(), "agent solo: model call failed: 400 model not found");
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "retried once after the transient error");
+    assert_eq!(
+        task.error.unwrap(),
+        "agent solo: model call failed: 400 model not found"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "retried once after the transient error"
+    );
 }
 
 #[tokio::test]
@@ -358,7 +476,9 @@ async fn envelopes_that_can_never_run_are_dead_lettered_with_a_reason() {
     let out = sys.kernel.wake(env.clone()).await.unwrap();
     assert_eq!(
         out,
-        WakeOutcome::DeadLettered { reason: "unknown agent 'nobody'; known agents: finance, primary, weather".into() }
+        WakeOutcome::DeadLettered {
+            reason: "unknown agent 'nobody'; known agents: finance, primary, weather".into()
+        }
     );
     let dl = sys.queues.dead_letters("nobody", 10).await.unwrap();
     assert_eq!(dl.len(), 1);
@@ -372,7 +492,9 @@ async fn envelopes_that_can_never_run_are_dead_lettered_with_a_reason() {
     orphan.to = aos_kernel::AgentName::new("weather").unwrap();
     orphan.task = TaskId::new(9);
     let out = sys.kernel.wake(orphan).await.unwrap();
-    assert!(matches!(out, WakeOutcome::DeadLettered { ref reason } if reason.contains("does not exist")));
+    assert!(
+        matches!(out, WakeOutcome::DeadLettered { ref reason } if reason.contains("does not exist"))
+    );
 
     // A body over the limit.
     let mut huge = env;
@@ -381,7 +503,9 @@ async fn envelopes_that_can_never_run_are_dead_lettered_with_a_reason() {
     huge.kind = Kind::Message;
     huge.body = "x".repeat(aos_kernel::model::MAX_BODY_BYTES + 1);
     let out = sys.kernel.wake(huge).await.unwrap();
-    assert!(matches!(out, WakeOutcome::DeadLettered { ref reason } if reason.contains("exceeds the limit")));
+    assert!(
+        matches!(out, WakeOutcome::DeadLettered { ref reason } if reason.contains("exceeds the limit"))
+    );
 }
 
 #[tokio::test]
@@ -390,11 +514,20 @@ async fn large_replies_travel_through_the_blob_store_intact() {
     let b = big.clone();
     let model = FnModel(move |req: &ModelRequest| {
         let last = req.messages.last().unwrap();
-        let has_result = last.content.iter().any(|c| matches!(c, Content::ToolResult { .. }));
+        let has_result = last
+            .content
+            .iter()
+            .any(|c| matches!(c, Content::ToolResult { .. }));
         Ok(match (req.agent.as_str(), has_result) {
-            ("boss", false) => tool_use("c1", "send_message", json!({"agent": "writer", "request": "write a lot"})),
+            ("boss", false) => tool_use(
+                "c1",
+                "send_message",
+                json!({"agent": "writer", "request": "write a lot"}),
+            ),
             ("boss", true) => {
-                let Content::ToolResult { content, .. } = &last.content[0] else { panic!() };
+                let Content::ToolResult { content, .. } = &last.content[0] else {
+                    panic!()
+                };
                 text(&format!("got {} bytes", content.len()))
             }
             _ => text(&b),
@@ -411,14 +544,20 @@ async fn large_replies_travel_through_the_blob_store_intact() {
     assert_eq!(task.result.unwrap(), format!("got {} bytes", big.len()));
     let sent = sys.queues.sent.lock().unwrap();
     let reply = sent.iter().find(|e| e.kind == Kind::Reply).unwrap();
-    assert!(reply.body.is_empty() && reply.body_ref.is_some(), "reply went by reference");
+    assert!(
+        reply.body.is_empty() && reply.body_ref.is_some(),
+        "reply went by reference"
+    );
 }
 
 fn text(t: &str) -> ModelResponse {
     ModelResponse {
         content: vec![Content::Text { text: t.into() }],
         stop: StopReason::EndTurn,
-        usage: Usage { llm_calls: 1, ..Usage::default() },
+        usage: Usage {
+            llm_calls: 1,
+            ..Usage::default()
+        },
         model: "scripted".into(),
     }
 }
@@ -428,7 +567,11 @@ async fn scheduled_wakeups_resume_the_session_and_remember_persists() {
     let model = FnModel(|req: &ModelRequest| {
         let n = req.messages.len();
         Ok(match n {
-            1 => tool_use("c1", "schedule_wakeup", json!({"after_seconds": 60, "note": "check again"})),
+            1 => tool_use(
+                "c1",
+                "schedule_wakeup",
+                json!({"after_seconds": 60, "note": "check again"}),
+            ),
             3 => tool_use("c2", "remember", json!({"note": "the user likes brevity"})),
             _ => {
                 let mem = req.system.contains("the user likes brevity");
@@ -438,10 +581,21 @@ async fn scheduled_wakeups_resume_the_session_and_remember_persists() {
     });
     let agents = vec![agent("name='solo'\npurpose='p'\nsystem_prompt='s'\n")];
     let sys = system_with(agents, Some(Arc::new(model)));
-    let t = sys.kernel.submit("solo", "wait a minute", None).await.unwrap();
+    let t = sys
+        .kernel
+        .submit("solo", "wait a minute", None)
+        .await
+        .unwrap();
     sys.drain().await;
     assert_eq!(sys.task(t.id).await.status, TaskStatus::Waiting);
-    let scheduled: Vec<(u64, Envelope)> = sys.scheduler.scheduled.lock().unwrap().values().cloned().collect();
+    let scheduled: Vec<(u64, Envelope)> = sys
+        .scheduler
+        .scheduled
+        .lock()
+        .unwrap()
+        .values()
+        .cloned()
+        .collect();
     assert_eq!(scheduled.len(), 1);
     assert_eq!(scheduled[0].0, sys.clock.now_ms() + 60_000);
     sys.clock.advance(60_000);
@@ -456,7 +610,11 @@ async fn scheduled_wakeups_resume_the_session_and_remember_persists() {
         session: aos_kernel::kernel::root_session(t.id),
     };
     use aos_kernel::ports::SessionStore;
-    let loaded = sys.store.load(&key, t.id, aos_kernel::EnvelopeId::new(0), 10).await.unwrap();
+    let loaded = sys
+        .store
+        .load(&key, t.id, aos_kernel::EnvelopeId::new(0), 10)
+        .await
+        .unwrap();
     assert_eq!(loaded.memory.len(), 1);
     assert_eq!(loaded.memory[0].text, "the user likes brevity");
 }
@@ -466,15 +624,29 @@ async fn resubmitting_a_task_id_is_idempotent_and_recovery_resends_queued_tasks(
     let sys = system();
     let id = TaskId::new(1_800_000_000_000);
     sys.queues.fail_sends.store(1, Ordering::SeqCst);
-    let err = sys.kernel.submit("primary", DEMO, Some(id)).await.unwrap_err();
-    assert!(err.to_string().contains("re-sent at the next start"), "{err}");
-    assert_eq!(sys.task(id).await.status, TaskStatus::Queued, "recorded, not lost");
+    let err = sys
+        .kernel
+        .submit("primary", DEMO, Some(id))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("re-sent at the next start"),
+        "{err}"
+    );
+    assert_eq!(
+        sys.task(id).await.status,
+        TaskStatus::Queued,
+        "recorded, not lost"
+    );
     assert_eq!(sys.kernel.recover().await.unwrap(), 1);
     let again = sys.kernel.submit("primary", DEMO, Some(id)).await.unwrap();
     assert_eq!(again.id, id);
     sys.drain().await;
     let task = sys.task(id).await;
     assert_eq!(task.status, TaskStatus::Succeeded);
-    assert_eq!(task.usage.wakes, 5, "the first envelope ran once despite three sends");
+    assert_eq!(
+        task.usage.wakes, 5,
+        "the first envelope ran once despite three sends"
+    );
     assert_eq!(sys.kernel.recover().await.unwrap(), 0);
 }

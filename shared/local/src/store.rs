@@ -665,6 +665,21 @@ impl LocalStore {
         })
     }
 
+    fn delete_batch_now(&self, agent: &str, receipts: &[String]) -> Result<(), PortError> {
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM messages WHERE seq = ?1 AND receipt = ?2 AND agent = ?3",
+            )?;
+            for receipt in receipts {
+                // Only the latest receive holds this receipt: a stale one matches nothing.
+                if let Some(seq) = receipt_seq(receipt) {
+                    stmt.execute(params![seq, receipt, agent])?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn release_now(&self, agent: &str, receipt: &str, delay_ms: u64) -> Result<(), PortError> {
         let Some(seq) = receipt_seq(receipt) else {
             return Ok(());
@@ -935,6 +950,10 @@ impl Inbox for LocalStore {
 
     async fn delete(&self, agent: &str, receipt: &str) -> Result<(), PortError> {
         self.delete_now(agent, receipt)
+    }
+
+    async fn delete_batch(&self, agent: &str, receipts: &[String]) -> Result<(), PortError> {
+        self.delete_batch_now(agent, receipts)
     }
 
     async fn release(&self, agent: &str, receipt: &str, delay_ms: u64) -> Result<(), PortError> {

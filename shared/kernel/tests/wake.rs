@@ -597,7 +597,9 @@ async fn scheduled_wakeups_resume_the_session_and_remember_persists() {
         .cloned()
         .collect();
     assert_eq!(scheduled.len(), 1);
-    assert_eq!(scheduled[0].0, sys.clock.now_ms() + 60_000);
+    // Due 60 s after the wake that asked (its time is the envelope's sent_at).
+    assert_eq!(scheduled[0].0, scheduled[0].1.sent_at + 60_000);
+    assert!(scheduled[0].1.sent_at >= sys.clock.now_ms());
     sys.clock.advance(60_000);
     sys.queues.send(&[scheduled[0].1.clone()]).await.unwrap();
     sys.drain().await;

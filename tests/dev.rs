@@ -46,15 +46,12 @@ fn start(db: &Path, latency_ms: u64) -> Dev {
     Dev { child, base: url }
 }
 
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 async fn final_count(client: &reqwest::Client, base: &str) -> (usize, Vec<Value>) {
-    let v: Value = client
-        .get(format!("{base}/tasks?limit=1000"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(client, &format!("{base}/tasks?limit=1000")).await;
     let tasks = v["tasks"].as_array().unwrap().clone();
     let done = tasks
         .iter()
@@ -101,6 +98,13 @@ async fn sigkill_with_200_tasks_in_flight_loses_none_and_duplicates_none() {
     for s in submits {
         ids.push(s.await.unwrap());
     }
+    // Kill once the first tasks have finished, so the store holds every stage at once:
+    // finished tasks, sessions waiting for replies, messages in flight and queued.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while final_count(&client, &dev.base).await.0 == 0 {
+        assert!(Instant::now() < deadline, "no task finished within 30 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     dev.child.kill().unwrap(); // SIGKILL
     dev.child.wait().unwrap();
 
@@ -119,6 +123,7 @@ async fn sigkill_with_200_tasks_in_flight_loses_none_and_duplicates_none() {
     );
     let unfinished = at_kill.iter().filter(|t| !t.status.is_final()).count();
     eprintln!("at SIGKILL: {unfinished} of 200 tasks unfinished");
+    assert!(unfinished < 200, "some tasks had finished before the kill");
     assert!(
         unfinished > 0,
         "the kill must land while tasks are in flight"
@@ -216,14 +221,7 @@ async fn bad_requests_get_4xx_and_the_stack_keeps_serving_then_stops_cleanly() {
         .to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let t: Value = client
-            .get(format!("{}/tasks/{id}", dev.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let t = get_json(&client, &format!("{}/tasks/{id}", dev.base)).await;
         if t["status"] == "succeeded" {
             assert!(
                 t["result"].as_str().unwrap().contains("12 * (3 + 4) = 84"),

@@ -386,11 +386,11 @@ async fn two_agents_messaging_each_other_are_stopped_by_the_hop_limit() {
     );
 }
 
-#[tokio::test]
-async fn an_agent_that_never_stops_calling_tools_fails_with_a_reason() {
-    let agents = vec![agent(
-        "name='busy'\npurpose='p'\nsystem_prompt='s'\ntools=['get_weather']\n[limits]\nmax_steps_per_wake=3\n",
-    )];
+/// One agent that calls a tool on every model turn and never answers.
+fn tool_looper(extra_toml: &str) -> System {
+    let agents = vec![agent(&format!(
+        "name='busy'\npurpose='p'\nsystem_prompt='s'\ntools=['get_weather']\n{extra_toml}"
+    ))];
     let model = FnModel(|req: &ModelRequest| {
         Ok(tool_use(
             &format!("c{}", req.messages.len()),
@@ -398,7 +398,12 @@ async fn an_agent_that_never_stops_calling_tools_fails_with_a_reason() {
             json!({"city": "Oslo"}),
         ))
     });
-    let sys = system_with(agents, Some(Arc::new(model)));
+    system_with(agents, Some(Arc::new(model)))
+}
+
+#[tokio::test]
+async fn an_agent_that_never_stops_calling_tools_fails_with_a_reason() {
+    let sys = tool_looper("[limits]\nmax_steps_per_wake=3\n");
     let t = sys
         .kernel
         .submit("busy", "loop forever", None)
@@ -417,17 +422,7 @@ async fn an_agent_that_never_stops_calling_tools_fails_with_a_reason() {
 
 #[tokio::test]
 async fn the_task_budget_stops_model_calls() {
-    let agents = vec![agent(
-        "name='busy'\npurpose='p'\nsystem_prompt='s'\ntools=['get_weather']\n[budget]\nmax_llm_calls=2\n",
-    )];
-    let model = FnModel(|req: &ModelRequest| {
-        Ok(tool_use(
-            &format!("c{}", req.messages.len()),
-            "get_weather",
-            json!({"city": "Oslo"}),
-        ))
-    });
-    let sys = system_with(agents, Some(Arc::new(model)));
+    let sys = tool_looper("[budget]\nmax_llm_calls=2\n");
     let t = sys.kernel.submit("busy", "spend", None).await.unwrap();
     sys.drain().await;
     let task = sys.task(t.id).await;

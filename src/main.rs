@@ -349,7 +349,8 @@ async fn replay(file: &std::path::Path, agent: &str, common: &Common) -> anyhow:
     let event: aos_entrypoints::SqsEvent = serde_json::from_str(&text)
         .with_context(|| format!("{} is not an SQS event", file.display()))?;
     let runtime = Runtime::open(common.config())?;
-    let (response, report) = sqs::handle_batch(runtime.kernel(), agent, event).await;
+    let (response, report) =
+        sqs::handle_batch(runtime.kernel(), agent, event, common.max_receives).await;
     println!(
         "applied {}, duplicates {}, dead-lettered {}, failed {}",
         report.applied, report.duplicates, report.dead_lettered, report.failed

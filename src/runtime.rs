@@ -297,7 +297,13 @@ impl Runtime {
                 )
             })
             .collect();
-        let (response, report) = sqs::handle_batch(&self.kernel, agent, sqs::event(records)).await;
+        let (response, report) = sqs::handle_batch(
+            &self.kernel,
+            agent,
+            sqs::event(records),
+            self.config.max_receives,
+        )
+        .await;
         let m = &self.metrics;
         m.batches.fetch_add(1, Ordering::Relaxed);
         m.applied

@@ -54,7 +54,9 @@ pub enum ApiError {
     BadRequest(String),
     NotFound(String),
     TooLarge(String),
+    /// The backend could not do it now; the message says what to retry.
     Unavailable(String),
+    Conflict(String),
     Internal(String),
 }
 
@@ -64,13 +66,10 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
             ApiError::Unavailable(m) => {
                 tracing::warn!(error = %m, "backend unavailable");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the backend is busy; retry shortly".to_string(),
-                )
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
             }
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
@@ -92,7 +91,10 @@ impl IntoResponse for ApiError {
 impl From<PortError> for ApiError {
     fn from(e: PortError) -> Self {
         match e {
-            PortError::Unavailable(m) => ApiError::Unavailable(m),
+            PortError::Unavailable(m) => {
+                tracing::warn!(error = %m, "backend unavailable");
+                ApiError::Unavailable("the backend is busy; retry shortly".into())
+            }
             PortError::Rejected(m) => ApiError::BadRequest(m),
             other => ApiError::Internal(other.to_string()),
         }
@@ -106,7 +108,8 @@ impl From<SubmitError> for ApiError {
             SubmitError::EmptyInput => ApiError::BadRequest(e.to_string()),
             SubmitError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
             SubmitError::Port(p) => p.into(),
-            SubmitError::NotSent(m) => ApiError::Unavailable(m),
+            // Say which task was recorded, so a retry with its id does not duplicate it.
+            SubmitError::NotSent { .. } => ApiError::Unavailable(e.to_string()),
         }
     }
 }
@@ -271,7 +274,11 @@ async fn cancel_task(
         .reason
         .unwrap_or_else(|| "cancelled through the API".into());
     match s.kernel.cancel(id, &reason).await? {
-        Some(task) => Ok(Json(task).into_response()),
+        Some(task) if task.status == TaskStatus::Cancelled => Ok(Json(task).into_response()),
+        Some(task) => Err(ApiError::Conflict(format!(
+            "task {id} is already {}; only an unfinished task can be cancelled",
+            task.status
+        ))),
         None => Err(ApiError::NotFound(format!("no task {id}"))),
     }
 }

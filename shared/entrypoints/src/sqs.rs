@@ -21,11 +21,15 @@ pub struct BatchReport {
     pub failed: usize,
 }
 
-/// Handles one SQS batch for `agent` (the agent whose queue this is).
+/// Handles one SQS batch for `agent` (the agent whose queue this is). `max_receives`
+/// is the queue's redrive count: a record that still fails on its last receive is
+/// dead-lettered here, with its task failed and the last error as the reason, rather
+/// than left for the queue to park silently while its task waits forever.
 pub async fn handle_batch(
     kernel: &Kernel,
     agent: &str,
     event: SqsEvent,
+    max_receives: u32,
 ) -> (SqsBatchResponse, BatchReport) {
     let mut groups: Vec<(String, Vec<SqsMessage>)> = Vec::new();
     for record in event.records {
@@ -41,7 +45,7 @@ pub async fn handle_batch(
     }
     let chains = groups
         .into_iter()
-        .map(|(_, records)| run_group(kernel, agent, records));
+        .map(|(_, records)| run_group(kernel, agent, records, max_receives));
     let mut response = SqsBatchResponse::default();
     let mut report = BatchReport::default();
     for (failures, r) in join_all(chains).await {
@@ -58,6 +62,7 @@ async fn run_group(
     kernel: &Kernel,
     agent: &str,
     records: Vec<SqsMessage>,
+    max_receives: u32,
 ) -> (Vec<BatchItemFailure>, BatchReport) {
     let mut failures = Vec::new();
     let mut report = BatchReport::default();
@@ -69,7 +74,7 @@ async fn run_group(
             report.failed += 1;
             continue;
         }
-        match handle_record(kernel, agent, &record).await {
+        match handle_record(kernel, agent, &record, max_receives).await {
             Ok(Some(WakeOutcome::Applied { .. })) => report.applied += 1,
             Ok(Some(WakeOutcome::Duplicate)) => report.duplicates += 1,
             Ok(Some(WakeOutcome::DeadLettered { .. })) | Ok(None) => report.dead_lettered += 1,
@@ -89,6 +94,7 @@ async fn handle_record(
     kernel: &Kernel,
     agent: &str,
     record: &SqsMessage,
+    max_receives: u32,
 ) -> Result<Option<WakeOutcome>, String> {
     let body = record.body.as_deref().unwrap_or_default();
     let envelope = match Envelope::parse(body) {
@@ -107,12 +113,28 @@ async fn handle_record(
             envelope.to
         );
         kernel
-            .reject_raw(agent, body, &reason)
+            .dead_letter(agent, &envelope, reason)
             .await
             .map_err(|e| e.0)?;
         return Ok(None);
     }
-    kernel.wake(envelope).await.map(Some).map_err(|e| e.0)
+    let receives: u32 = record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    match kernel.wake(envelope.clone()).await {
+        Ok(outcome) => Ok(Some(outcome)),
+        Err(retry) if receives >= max_receives => {
+            let reason = format!("gave up after {receives} attempts: {}", retry.0);
+            kernel
+                .dead_letter(agent, &envelope, reason)
+                .await
+                .map(Some)
+                .map_err(|e| e.0)
+        }
+        Err(retry) => Err(retry.0),
+    }
 }
 
 fn failure(id: String) -> BatchItemFailure {

@@ -23,10 +23,10 @@ async fn sqs_task_fixture_replays_once_and_dedupes_the_second_time() {
         .submit("primary", &env.body, Some(id))
         .await
         .unwrap();
-    let (resp, report) = handle_batch(&sys.kernel, "primary", event.clone()).await;
+    let (resp, report) = handle_batch(&sys.kernel, "primary", event.clone(), 5).await;
     assert!(resp.batch_item_failures.is_empty());
     assert_eq!(report.applied, 1);
-    let (_, again) = handle_batch(&sys.kernel, "primary", event).await;
+    let (_, again) = handle_batch(&sys.kernel, "primary", event, 5).await;
     assert_eq!(
         again.duplicates, 1,
         "a redelivered record is not applied twice"
@@ -43,7 +43,7 @@ async fn sqs_task_fixture_replays_once_and_dedupes_the_second_time() {
 async fn malformed_records_go_to_the_dead_letter_queue_and_are_acknowledged() {
     let sys = common::system();
     let event: SqsEvent = serde_json::from_str(&common::fixture("sqs/malformed.json")).unwrap();
-    let (resp, report) = handle_batch(&sys.kernel, "primary", event).await;
+    let (resp, report) = handle_batch(&sys.kernel, "primary", event, 5).await;
     assert!(
         resp.batch_item_failures.is_empty(),
         "retrying cannot help; do not block the queue"
@@ -63,7 +63,7 @@ async fn malformed_records_go_to_the_dead_letter_queue_and_are_acknowledged() {
 async fn an_envelope_on_the_wrong_queue_is_dead_lettered_with_both_names() {
     let sys = common::system();
     let event: SqsEvent = serde_json::from_str(&common::fixture("sqs/wrong-queue.json")).unwrap();
-    let (resp, report) = handle_batch(&sys.kernel, "primary", event).await;
+    let (resp, report) = handle_batch(&sys.kernel, "primary", event, 5).await;
     assert!(resp.batch_item_failures.is_empty());
     assert_eq!(report.dead_lettered, 1);
     let dl = sys.queues.dead_letters("primary", 10).await.unwrap();
@@ -90,4 +90,58 @@ async fn schedule_fixture_submits_one_task_however_often_it_is_delivered() {
         answer.contains("- weather:") && answer.contains("- finance:"),
         "{answer}"
     );
+}
+
+#[tokio::test]
+async fn a_record_that_fails_on_its_last_receive_fails_its_task_with_the_reason() {
+    use aos_entrypoints::sqs::{event, record};
+    use aos_kernel::llm::{LlmError, ModelRequest, ModelResponse};
+    use aos_kernel::testkit::{FnModel, MemSystem};
+    let defs = ["name='solo'\npurpose='p'\nsystem_prompt='s'\n"];
+    let agents = defs
+        .iter()
+        .map(|d| aos_kernel::AgentDef::from_toml(d).unwrap());
+    let model = FnModel(|_: &ModelRequest| -> Result<ModelResponse, LlmError> {
+        Err(LlmError::Transient("503 from the provider".into()))
+    });
+    let sys = MemSystem::new(
+        aos_kernel::Catalog::new(agents).unwrap(),
+        aos_kernel::tools::ToolRegistry::new(),
+        Some(std::sync::Arc::new(model)),
+    );
+    let task = sys.kernel.submit("solo", "hello", None).await.unwrap();
+    for attempt in 1..=3u32 {
+        let msgs = sys.queues.receive("solo", 10, 30_000).await.unwrap();
+        assert_eq!(msgs.len(), 1, "attempt {attempt}");
+        let m = &msgs[0];
+        let ev = event(vec![record(
+            &m.receipt,
+            &m.body,
+            &m.group,
+            m.receive_count,
+            m.sent_at,
+            "arn",
+        )]);
+        let (resp, report) = handle_batch(&sys.kernel, "solo", ev, 3).await;
+        if attempt < 3 {
+            assert_eq!(
+                resp.batch_item_failures.len(),
+                1,
+                "retried while attempts remain"
+            );
+            sys.queues.release("solo", &m.receipt, 0).await.unwrap();
+        } else {
+            assert!(resp.batch_item_failures.is_empty());
+            assert_eq!(report.dead_lettered, 1);
+            sys.queues.delete("solo", &m.receipt).await.unwrap();
+        }
+    }
+    let t = sys.store.get_task(task.id).await.unwrap().unwrap();
+    assert_eq!(t.status, TaskStatus::Failed);
+    assert_eq!(
+        t.error.unwrap(),
+        "gave up after 3 attempts: model: 503 from the provider"
+    );
+    assert_eq!(sys.queues.dead_letters("solo", 10).await.unwrap().len(), 1);
+    assert_eq!(sys.queues.depth("solo").await.unwrap(), 0);
 }

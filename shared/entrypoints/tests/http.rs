@@ -69,6 +69,14 @@ async fn a_submitted_task_runs_and_its_timeline_is_readable() {
     assert_eq!(kinds.last(), Some(&"answer"));
     let (_, list) = call(&app, "GET", "/tasks?status=succeeded", Body::empty()).await;
     assert_eq!(list["tasks"].as_array().unwrap().len(), 1);
+    let (s, v) = call(&app, "POST", &format!("/tasks/{id}/cancel"), Body::empty()).await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "a finished task cannot be cancelled: {v}"
+    );
+    let (_, events_after) = call(&app, "GET", &format!("/tasks/{id}/events"), Body::empty()).await;
+    assert_eq!(events_after, events, "a refused cancel writes nothing");
     let (_, agents) = call(&app, "GET", "/agents", Body::empty()).await;
     assert_eq!(agents["agents"].as_array().unwrap().len(), 3);
 }

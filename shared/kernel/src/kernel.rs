@@ -22,6 +22,13 @@ use crate::tools::{ToolContext, ToolRegistry};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
+/// Dead letters keep at most this much of an inline body.
+const DEAD_LETTER_BODY_LIMIT: usize = 64 * 1024;
+
+/// Timeline details and task errors keep at most this many characters of text that
+/// comes from outside (reasons, provider and tool errors).
+const DETAIL_CHARS: usize = 500;
+
 /// The tool names the kernel itself implements; their effects go through the outbox.
 pub const SEND_MESSAGE: &str = "send_message";
 pub const SCHEDULE_WAKEUP: &str = "schedule_wakeup";
@@ -104,15 +111,9 @@ pub enum SubmitError {
     #[error(transparent)]
     Port(#[from] PortError),
     #[error(
-        "the task was recorded but its first message could not be sent yet ({0}); it is re-sent at the next start"
+        "task {task} was recorded but could not be started ({reason}); submit again with \"id\": \"{task}\" to start it without creating a second task"
     )]
-    NotSent(String),
-}
-
-impl From<Retry> for SubmitError {
-    fn from(r: Retry) -> Self {
-        SubmitError::NotSent(r.0)
-    }
+    NotSent { task: TaskId, reason: String },
 }
 
 /// The wake cycle over a set of ports.
@@ -208,13 +209,18 @@ impl Kernel {
             }
         };
         if task.status == TaskStatus::Queued {
+            let not_sent = |r: Retry| SubmitError::NotSent {
+                task: task.id,
+                reason: r.0,
+            };
             let first = self
                 .prepare(vec![OutboxItem {
                     envelope: first_envelope(&task),
                     deliver_at: None,
                 }])
-                .await?;
-            self.flush(&first).await?;
+                .await
+                .map_err(not_sent)?;
+            self.flush(&first).await.map_err(not_sent)?;
         }
         Ok(task)
     }
@@ -256,9 +262,12 @@ impl Kernel {
             );
             return self.reject(&envelope, reason).await;
         };
+        // Keep the envelope as it arrived (body by reference): that is what a dead
+        // letter should hold, never a multi-megabyte inline body.
+        let arrived = envelope.clone();
         let envelope = match self.resolve_body(envelope).await? {
             Ok(e) => e,
-            Err((e, reason)) => return self.reject(&e, reason).await,
+            Err((_, reason)) => return self.reject(&arrived, reason).await,
         };
         let key = envelope.key();
         for _ in 0..=self.config.conflict_retries {
@@ -274,7 +283,7 @@ impl Kernel {
             }
             let Some(task) = loaded.task.clone() else {
                 let reason = format!("task {} does not exist", envelope.task);
-                return self.reject(&envelope, reason).await;
+                return self.reject(&arrived, reason).await;
             };
             let run = WakeRun::new(self, agent, &envelope, task);
             let mut commit = run.run(loaded).await?;
@@ -301,13 +310,26 @@ impl Kernel {
         )))
     }
 
-    /// Parks an envelope that can never be processed and fails its task, if any, so
-    /// the person who submitted it sees why.
-    async fn reject(&self, envelope: &Envelope, reason: String) -> Result<WakeOutcome, Retry> {
+    /// Parks an envelope that can never be processed on `queue`'s dead-letter queue
+    /// and fails its task, if any, so the person who submitted it sees why.
+    pub async fn dead_letter(
+        &self,
+        queue: &str,
+        envelope: &Envelope,
+        reason: String,
+    ) -> Result<WakeOutcome, Retry> {
         tracing::warn!(envelope = %envelope.id, agent = %envelope.to, %reason, "dead-lettering envelope");
+        let mut parked = envelope.clone();
+        if parked.body.len() > DEAD_LETTER_BODY_LIMIT {
+            parked.body = format!(
+                "[{} bytes omitted from the dead letter] {}",
+                parked.body.len(),
+                preview(&parked.body, 200)
+            );
+        }
         self.ports
             .mailbox
-            .dead_letter(envelope.to.as_str(), &envelope.to_json(), &reason)
+            .dead_letter(queue, &parked.to_json(), &reason)
             .await?;
         let now = self.now_ms();
         let update = TaskUpdate {
@@ -329,6 +351,11 @@ impl Kernel {
             .update_task(envelope.task, &update, &[event])
             .await?;
         Ok(WakeOutcome::DeadLettered { reason })
+    }
+
+    async fn reject(&self, envelope: &Envelope, reason: String) -> Result<WakeOutcome, Retry> {
+        self.dead_letter(envelope.to.as_str(), envelope, reason)
+            .await
     }
 
     /// Handles queue text that is not an envelope at all.
@@ -405,8 +432,15 @@ impl Kernel {
         Ok(())
     }
 
-    /// Cancels a task: later envelopes of it are acknowledged without running.
+    /// Cancels a task: later envelopes of it are acknowledged without running. A task
+    /// already final is returned unchanged, with nothing written.
     pub async fn cancel(&self, id: TaskId, reason: &str) -> Result<Option<Task>, PortError> {
+        match self.ports.tasks.get_task(id).await? {
+            None => return Ok(None),
+            Some(t) if t.status.is_final() => return Ok(Some(t)),
+            Some(_) => {}
+        }
+        let reason = preview(reason, DETAIL_CHARS);
         let now = self.now_ms();
         let update = TaskUpdate {
             status: Some(TaskStatus::Cancelled),
@@ -414,12 +448,13 @@ impl Kernel {
             ..TaskUpdate::default()
         };
         let event = Event {
-            id: crate::ids::EventId::new(now),
+            // One cancel event per task, however often the cancel is retried.
+            id: crate::ids::EventId(EnvelopeId(id.0).derive("cancel", 0)),
             task: id,
             at: now,
             agent: "user".into(),
             kind: EventKind::Cancelled,
-            detail: reason.to_string(),
+            detail: reason.clone(),
             envelope: None,
         };
         self.ports.tasks.update_task(id, &update, &[event]).await
@@ -505,7 +540,7 @@ impl<'a> WakeRun<'a> {
     fn new(kernel: &'a Kernel, agent: &'a AgentDef, env: &'a Envelope, task: Task) -> Self {
         // A hybrid logical clock: a wake happens after the send that caused it, so
         // the timeline sorts causally even when many wakes share a millisecond.
-        let now = kernel.now_ms().max(env.sent_at + 1);
+        let now = kernel.now_ms().max(env.sent_at.saturating_add(1));
         Self {
             kernel,
             agent,
@@ -612,7 +647,7 @@ impl<'a> WakeRun<'a> {
         let mut session = match (loaded.session, env.kind) {
             (Some(s), _) => {
                 // ...and after the session's previous wake.
-                self.now = self.now.max(s.updated_at + 1);
+                self.now = self.now.max(s.updated_at.saturating_add(1));
                 s
             }
             (None, Kind::Task | Kind::Message) => Session {
@@ -744,6 +779,7 @@ impl<'a> WakeRun<'a> {
                 Ok(r) => r,
                 Err(LlmError::Transient(m)) => return Err(Retry(format!("model: {m}"))),
                 Err(LlmError::Permanent(m)) => {
+                    let m = preview(&m, DETAIL_CHARS);
                     self.fail(format!("agent {}: model call failed: {m}", self.agent.name));
                     session.status = SessionStatus::Done;
                     return Ok(());
@@ -934,7 +970,7 @@ impl<'a> WakeRun<'a> {
                     return fail(slot, "after_seconds must be between 1 and 31536000".into());
                 }
                 let child = self.next_child();
-                let at = self.now + secs * 1000;
+                let at = self.now.saturating_add(secs * 1000);
                 self.outbox.push(OutboxItem {
                     envelope: Envelope {
                         id: child,
@@ -1005,6 +1041,7 @@ impl<'a> WakeRun<'a> {
                         slot
                     }
                     Err(e) => {
+                        let e = preview(&e.to_string(), DETAIL_CHARS);
                         self.event(EventKind::ToolCall, format!("{name}({args}) failed: {e}"));
                         fail(slot, e.to_string())
                     }

@@ -501,6 +501,13 @@ async fn envelopes_that_can_never_run_are_dead_lettered_with_a_reason() {
     assert!(
         matches!(out, WakeOutcome::DeadLettered { ref reason } if reason.contains("exceeds the limit"))
     );
+    let parked = sys.queues.dead_letters("weather", 10).await.unwrap();
+    let last = parked.last().unwrap();
+    assert!(
+        last.body.len() < 70 * 1024,
+        "the dead letter keeps a preview, not 4 MB"
+    );
+    assert!(last.body.contains("bytes omitted from the dead letter"));
 }
 
 #[tokio::test]
@@ -627,7 +634,8 @@ async fn resubmitting_a_task_id_is_idempotent_and_recovery_resends_queued_tasks(
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("re-sent at the next start"),
+        err.to_string()
+            .contains(&format!("submit again with \"id\": \"{id}\"")),
         "{err}"
     );
     assert_eq!(

@@ -2,6 +2,7 @@
 //! task timeline as a lane chart (one lane per agent, time left to right) followed by
 //! the message flow and the full event list.
 
+use aos_kernel::kernel::preview as short;
 use aos_kernel::model::{Event, EventKind, Task};
 use std::fmt::Write as _;
 
@@ -30,15 +31,6 @@ fn symbol(kind: EventKind) -> &'static str {
         EventKind::Failed | EventKind::DeadLettered => "✖",
         EventKind::Ignored => "·",
         EventKind::Cancelled => "⊘",
-    }
-}
-
-fn short(text: &str, max: usize) -> String {
-    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one.chars().count() <= max {
-        one
-    } else {
-        format!("{}…", one.chars().take(max).collect::<String>())
     }
 }
 

@@ -145,7 +145,16 @@ pub fn prepare(conn: &mut Connection, path: &str) -> Result<(), LocalError> {
             known: SCHEMA_VERSION,
         });
     }
-    let tx = conn.transaction().map_err(open)?;
+    if found == SCHEMA_VERSION {
+        // Up to date: a second process (say `aos task` beside `aos dev`) writes nothing.
+        return Ok(());
+    }
+    // Take the write lock first: a deferred transaction that reads the schema and then
+    // writes gets SQLITE_BUSY at once, without the busy timeout, if another process
+    // wrote in between.
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(open)?;
     tx.execute_batch(SCHEMA).map_err(open)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(open)?;

@@ -123,9 +123,11 @@ async fn handle_record(
         .get("ApproximateReceiveCount")
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
-    match kernel.wake(envelope.clone()).await {
-        Ok(outcome) => Ok(Some(outcome)),
-        Err(retry) if receives >= max_receives => {
+    // Only the last allowed receive needs the envelope again after the wake.
+    let last_chance = (receives >= max_receives).then(|| envelope.clone());
+    match (kernel.wake(envelope).await, last_chance) {
+        (Ok(outcome), _) => Ok(Some(outcome)),
+        (Err(retry), Some(envelope)) => {
             let reason = format!("gave up after {receives} attempts: {}", retry.0);
             kernel
                 .dead_letter(agent, &envelope, reason)
@@ -133,7 +135,7 @@ async fn handle_record(
                 .map(Some)
                 .map_err(|e| e.0)
         }
-        Err(retry) => Err(retry.0),
+        (Err(retry), None) => Err(retry.0),
     }
 }
 

@@ -262,12 +262,9 @@ impl Kernel {
             );
             return self.reject(&envelope, reason).await;
         };
-        // Keep the envelope as it arrived (body by reference): that is what a dead
-        // letter should hold, never a multi-megabyte inline body.
-        let arrived = envelope.clone();
         let envelope = match self.resolve_body(envelope).await? {
             Ok(e) => e,
-            Err((_, reason)) => return self.reject(&arrived, reason).await,
+            Err((e, reason)) => return self.reject(&e, reason).await,
         };
         let key = envelope.key();
         for _ in 0..=self.config.conflict_retries {
@@ -283,7 +280,7 @@ impl Kernel {
             }
             let Some(task) = loaded.task.clone() else {
                 let reason = format!("task {} does not exist", envelope.task);
-                return self.reject(&arrived, reason).await;
+                return self.reject(&envelope, reason).await;
             };
             let run = WakeRun::new(self, agent, &envelope, task);
             let mut commit = run.run(loaded).await?;
@@ -320,7 +317,10 @@ impl Kernel {
     ) -> Result<WakeOutcome, Retry> {
         tracing::warn!(envelope = %envelope.id, agent = %envelope.to, %reason, "dead-lettering envelope");
         let mut parked = envelope.clone();
-        if parked.body.len() > DEAD_LETTER_BODY_LIMIT {
+        if parked.body_ref.is_some() {
+            // The blob store holds the body; the dead letter keeps the reference.
+            parked.body = String::new();
+        } else if parked.body.len() > DEAD_LETTER_BODY_LIMIT {
             parked.body = format!(
                 "[{} bytes omitted from the dead letter] {}",
                 parked.body.len(),
@@ -374,8 +374,8 @@ impl Kernel {
             match self.ports.blobs.get(&key).await? {
                 Some(bytes) => match String::from_utf8(bytes) {
                     Ok(text) => {
+                        // The reference stays: a dead letter parks it instead of the text.
                         envelope.body = text;
-                        envelope.body_ref = None;
                     }
                     Err(_) => {
                         let reason = format!("body at {key} is not UTF-8 text");

@@ -508,6 +508,33 @@ async fn envelopes_that_can_never_run_are_dead_lettered_with_a_reason() {
         "the dead letter keeps a preview, not 4 MB"
     );
     assert!(last.body.contains("bytes omitted from the dead letter"));
+
+    // A body sent by reference is parked as the reference, not as the fetched text.
+    use aos_kernel::ports::BlobStore;
+    sys.blobs
+        .put("bodies/big", "y".repeat(300_000).as_bytes())
+        .await
+        .unwrap();
+    let mut by_ref = parked_env_template(&sys, t.id).await;
+    by_ref.task = TaskId::new(10);
+    by_ref.body_ref = Some("bodies/big".into());
+    let out = sys.kernel.wake(by_ref).await.unwrap();
+    assert!(
+        matches!(out, WakeOutcome::DeadLettered { ref reason } if reason.contains("does not exist"))
+    );
+    let parked = sys.queues.dead_letters("weather", 10).await.unwrap();
+    let last = Envelope::parse(&parked.last().unwrap().body).unwrap();
+    assert_eq!(last.body_ref.as_deref(), Some("bodies/big"));
+    assert!(last.body.is_empty());
+}
+
+async fn parked_env_template(sys: &System, task: TaskId) -> Envelope {
+    let mut env = aos_kernel::kernel::first_envelope(&sys.task(task).await);
+    env.id = aos_kernel::EnvelopeId::new(7);
+    env.to = aos_kernel::AgentName::new("weather").unwrap();
+    env.kind = Kind::Message;
+    env.body = String::new();
+    env
 }
 
 #[tokio::test]

@@ -165,6 +165,18 @@ async fn send_is_deduplicated_by_envelope_id() {
 }
 
 #[tokio::test]
+async fn resend_after_delete_is_deduplicated() {
+    let (_dir, _clock, s) = store();
+    c::resend_after_delete_is_deduplicated(&s, &s).await;
+}
+
+#[tokio::test]
+async fn release_with_stale_receipt_does_nothing() {
+    let (_dir, clock, s) = store();
+    c::release_with_stale_receipt_does_nothing(&s, &s, &*clock).await;
+}
+
+#[tokio::test]
 async fn fifo_order_within_a_group() {
     let (_dir, _clock, s) = store();
     c::fifo_order_within_a_group(&s, &s).await;
@@ -185,32 +197,32 @@ async fn other_groups_are_not_blocked() {
 #[tokio::test]
 async fn visibility_timeout_brings_message_back() {
     let (_dir, clock, s) = store();
-    c::visibility_timeout_brings_message_back(&s, &s, &clock).await;
+    c::visibility_timeout_brings_message_back(&s, &s, &*clock).await;
 }
 
 #[tokio::test]
 async fn release_delays_and_keeps_order() {
     let (_dir, clock, s) = store();
-    c::release_delays_and_keeps_order(&s, &s, &clock).await;
+    c::release_delays_and_keeps_order(&s, &s, &*clock).await;
 }
 
 #[tokio::test]
 async fn delete_with_stale_receipt_does_nothing() {
     let (_dir, clock, s) = store();
-    c::delete_with_stale_receipt_does_nothing(&s, &s, &clock).await;
+    c::delete_with_stale_receipt_does_nothing(&s, &s, &*clock).await;
 }
 
 #[tokio::test]
 async fn redrive_to_dead_letters_after_max_receives() {
     let (_dir, clock, s) = store();
     let max = s.config().max_receives;
-    c::redrive_to_dead_letters_after_max_receives(&s, &s, &clock, max).await;
+    c::redrive_to_dead_letters_after_max_receives(&s, &s, &*clock, max).await;
 }
 
 #[tokio::test]
 async fn dead_letter_is_recorded() {
     let (_dir, clock, s) = store();
-    c::dead_letter_is_recorded(&s, &s, &clock).await;
+    c::dead_letter_is_recorded(&s, &s, &*clock).await;
 }
 
 #[tokio::test]
@@ -241,7 +253,7 @@ async fn schedule_is_idempotent_and_waits_until_due() {
             out
         }
     };
-    c::schedule_is_idempotent_and_waits_until_due(&s, &clock, deliver).await;
+    c::schedule_is_idempotent_and_waits_until_due(&s, &*clock, deliver).await;
 }
 
 #[tokio::test]
@@ -253,7 +265,7 @@ async fn the_suite_also_passes_in_memory() {
         .unwrap();
     c::commit_then_load_round_trips(&s, &s).await;
     c::group_is_locked_while_in_flight(&s, &s).await;
-    c::redrive_to_dead_letters_after_max_receives(&s, &s, &clock, 5).await;
+    c::redrive_to_dead_letters_after_max_receives(&s, &s, &*clock, 5).await;
 }
 
 // --- what only the embedded store promises --------------------------------------

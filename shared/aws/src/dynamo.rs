@@ -1,0 +1,810 @@
+//! [`DynamoStore`]: sessions, applied markers, tasks, timelines and agent memory in one
+//! DynamoDB table (single-table design; see `shared/aws/README.md` for the layout).
+//!
+//! The wake's read is one `BatchGetItem` (session, applied marker, task, agent memory)
+//! and its write is one `TransactWriteItems` of at most five actions plus one per
+//! 300 KB of timeline, conditioned on the session version and on the marker not
+//! existing yet. Anything too big for an item goes to S3 first and the item keeps the
+//! key.
+
+use crate::error::{is_code, sdk_error};
+use crate::s3::S3Blobs;
+use aos_kernel::ids::{EnvelopeId, TaskId};
+use aos_kernel::model::{
+    Event, MemoryNote, OutboxItem, Session, SessionKey, Task, TaskStatus, TaskUpdate, Usage,
+};
+use aos_kernel::ports::{BlobStore, Clock, Commit, Loaded, PortError, SessionStore, TaskStore};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Attribute names of the table's keys and of its one index.
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+pub const GSI: &str = "by-status";
+pub const GSI_PK: &str = "gsi1pk";
+pub const GSI_SK: &str = "gsi1sk";
+/// Epoch seconds after which DynamoDB's TTL may delete the item.
+pub const TTL: &str = "ttl";
+
+/// A value larger than this is stored in S3 and the item keeps its key (items are
+/// limited to 400 KB, names and keys included).
+pub const ITEM_VALUE_LIMIT: usize = 300 * 1024;
+/// Applied markers outlive any redelivery of their envelope: SQS keeps a message at
+/// most 14 days.
+pub const APPLIED_TTL_SECS: u64 = 15 * 24 * 3600;
+/// Memory notes kept per agent; older ones are compacted away once the list holds
+/// twice this many.
+pub const MEMORY_KEEP: usize = 128;
+/// Longest memory note, so the agent's memory item stays far below 400 KB.
+pub const MEMORY_NOTE_LIMIT: usize = 1024;
+
+const STATUSES: [TaskStatus; 6] = [
+    TaskStatus::Queued,
+    TaskStatus::Running,
+    TaskStatus::Waiting,
+    TaskStatus::Succeeded,
+    TaskStatus::Failed,
+    TaskStatus::Cancelled,
+];
+
+/// Sessions, tasks, timelines and memory on DynamoDB (with S3 for oversized values).
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    blobs: S3Blobs,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for DynamoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoStore")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn session_pk(key: &SessionKey) -> String {
+    format!("S#{}#{}", key.agent, key.session)
+}
+
+fn task_pk(id: TaskId) -> String {
+    format!("T#{id}")
+}
+
+fn memory_pk(agent: &str) -> String {
+    format!("A#{agent}")
+}
+
+fn key(pk: String, sk: &str) -> Item {
+    HashMap::from([(PK.to_string(), s(pk)), (SK.to_string(), s(sk))])
+}
+
+fn encode<T: Serialize>(what: &str, value: &T) -> Result<String, PortError> {
+    serde_json::to_string(value).map_err(|e| PortError::Rejected(format!("{what}: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(what: &str, text: &str) -> Result<T, PortError> {
+    serde_json::from_str(text).map_err(|e| PortError::Corrupt(format!("stored {what}: {e}")))
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+fn get_n(item: &Item, name: &str) -> Result<u64, PortError> {
+    match item.get(name) {
+        None => Ok(0),
+        Some(v) => v
+            .as_n()
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+            .ok_or_else(|| PortError::Corrupt(format!("attribute {name} is not a number"))),
+    }
+}
+
+/// Usage counters are attributes of their own so concurrent wakes can `ADD` to them.
+const USAGE: [&str; 6] = ["u_wakes", "u_llm", "u_in", "u_out", "u_cost", "u_tools"];
+
+fn usage_values(u: &Usage) -> [u64; 6] {
+    [
+        u.wakes,
+        u.llm_calls,
+        u.input_tokens,
+        u.output_tokens,
+        u.cost_micros,
+        u.tool_calls,
+    ]
+}
+
+/// A task item: the task as JSON for its fixed fields, and attributes for what
+/// changes (status, result, error, usage, updated time).
+fn task_item(task: &Task) -> Result<Item, PortError> {
+    let mut item = key(task_pk(task.id), "TASK");
+    item.insert("doc".into(), s(encode("task", task)?));
+    item.insert("status".into(), s(task.status.as_str()));
+    item.insert(GSI_PK.into(), s(format!("TASKS#{}", task.status.as_str())));
+    item.insert(GSI_SK.into(), s(task.id.to_string()));
+    item.insert("updated".into(), n(task.updated_at));
+    for (name, v) in USAGE.iter().zip(usage_values(&task.usage)) {
+        item.insert((*name).into(), n(v));
+    }
+    if let Some(r) = &task.result {
+        item.insert("result".into(), s(r.clone()));
+    }
+    if let Some(e) = &task.error {
+        item.insert("error".into(), s(e.clone()));
+    }
+    Ok(item)
+}
+
+fn task_from_item(item: &Item) -> Result<Task, PortError> {
+    let doc =
+        get_s(item, "doc").ok_or_else(|| PortError::Corrupt("task item has no doc".into()))?;
+    let mut task: Task = decode("task", doc)?;
+    let status = get_s(item, "status").unwrap_or_default();
+    task.status = TaskStatus::parse(status)
+        .ok_or_else(|| PortError::Corrupt(format!("task status {status:?}")))?;
+    task.result = get_s(item, "result").map(str::to_string);
+    task.error = get_s(item, "error").map(str::to_string);
+    task.updated_at = get_n(item, "updated")?;
+    let u = [
+        get_n(item, USAGE[0])?,
+        get_n(item, USAGE[1])?,
+        get_n(item, USAGE[2])?,
+        get_n(item, USAGE[3])?,
+        get_n(item, USAGE[4])?,
+        get_n(item, USAGE[5])?,
+    ];
+    task.usage = Usage {
+        wakes: u[0],
+        llm_calls: u[1],
+        input_tokens: u[2],
+        output_tokens: u[3],
+        cost_micros: u[4],
+        tool_calls: u[5],
+    };
+    Ok(task)
+}
+
+/// How much of a task update a transaction carries. A transaction fails whole when
+/// one condition fails, so when the task's condition fails the update is retried with
+/// less: without the status (the task is already final: the first final status
+/// wins), then without the task at all (it does not exist).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TaskPart {
+    Full,
+    CountersOnly,
+    Nothing,
+}
+
+/// The `Update` of a task item for `update`, conditioned on the task existing and, if
+/// the status changes, on it not being final yet.
+fn task_update(
+    table: &str,
+    id: TaskId,
+    update: &TaskUpdate,
+    now: u64,
+    part: TaskPart,
+) -> Result<Option<Update>, PortError> {
+    if part == TaskPart::Nothing {
+        return Ok(None);
+    }
+    let mut sets = vec!["updated = :now".to_string()];
+    let mut adds = Vec::new();
+    let mut values: Item = HashMap::from([(":now".to_string(), n(now))]);
+    let mut names: HashMap<String, String> = HashMap::new();
+    for (i, (name, v)) in USAGE.iter().zip(usage_values(&update.usage)).enumerate() {
+        if v > 0 {
+            adds.push(format!("{name} :u{i}"));
+            values.insert(format!(":u{i}"), n(v));
+        }
+    }
+    let mut condition = format!("attribute_exists({PK})");
+    if let Some(status) = update.status
+        && part == TaskPart::Full
+    {
+        names.insert("#st".into(), "status".into());
+        sets.push("#st = :st".into());
+        sets.push(format!("{GSI_PK} = :g"));
+        values.insert(":st".into(), s(status.as_str()));
+        values.insert(":g".into(), s(format!("TASKS#{}", status.as_str())));
+        if let Some(r) = &update.result {
+            sets.push("#res = :res".into());
+            names.insert("#res".into(), "result".into());
+            values.insert(":res".into(), s(r.clone()));
+        }
+        if let Some(e) = &update.error {
+            sets.push("#err = :err".into());
+            names.insert("#err".into(), "error".into());
+            values.insert(":err".into(), s(e.clone()));
+        }
+        let open: Vec<String> = STATUSES
+            .iter()
+            .filter(|st| !st.is_final())
+            .enumerate()
+            .map(|(i, st)| {
+                values.insert(format!(":open{i}"), s(st.as_str()));
+                format!(":open{i}")
+            })
+            .collect();
+        condition.push_str(&format!(" AND #st IN ({})", open.join(", ")));
+    }
+    let mut expr = format!("SET {}", sets.join(", "));
+    if !adds.is_empty() {
+        expr.push_str(&format!(" ADD {}", adds.join(", ")));
+    }
+    Update::builder()
+        .key(PK, s(task_pk(id)))
+        .key(SK, s("TASK"))
+        .update_expression(expr)
+        .condition_expression(condition)
+        .set_expression_attribute_names((!names.is_empty()).then_some(names))
+        .set_expression_attribute_values(Some(values))
+        .table_name(table)
+        .build()
+        .map(Some)
+        .map_err(|e| PortError::Rejected(format!("DynamoDB update: {e}")))
+}
+
+/// Timeline events in items of at most [`ITEM_VALUE_LIMIT`] bytes each, keyed by
+/// their first event so a re-write lands on the same item.
+fn event_items(task: TaskId, events: &[Event]) -> Result<Vec<Item>, PortError> {
+    let mut items = Vec::new();
+    let mut chunk: Vec<String> = Vec::new();
+    let mut size = 0;
+    let mut first: Option<&Event> = None;
+    let flush = |chunk: &mut Vec<String>, first: Option<&Event>, items: &mut Vec<Item>| {
+        if let Some(e) = first {
+            let mut item = key(task_pk(task), &format!("E#{:016x}#{}", e.at, e.id));
+            item.insert("events".into(), s(format!("[{}]", chunk.join(","))));
+            items.push(item);
+        }
+        chunk.clear();
+    };
+    for e in events {
+        let text = encode("event", e)?;
+        if size + text.len() > ITEM_VALUE_LIMIT && !chunk.is_empty() {
+            flush(&mut chunk, first, &mut items);
+            size = 0;
+            first = None;
+        }
+        if first.is_none() {
+            first = Some(e);
+        }
+        size += text.len() + 1;
+        chunk.push(text);
+    }
+    flush(&mut chunk, first, &mut items);
+    Ok(items)
+}
+
+/// The indexes of the transaction's actions whose condition failed, when a
+/// `TransactWriteItems` was cancelled for that reason.
+fn failed_conditions(e: &TransactWriteItemsError) -> Option<Vec<usize>> {
+    match e {
+        TransactWriteItemsError::TransactionCanceledException(c) => Some(
+            c.cancellation_reasons()
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                .map(|(i, _)| i)
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// What a failed transaction means for the caller.
+enum TxOutcome {
+    Done,
+    /// These actions' conditions failed.
+    Failed(Vec<usize>),
+}
+
+impl DynamoStore {
+    pub fn new(
+        client: Client,
+        table: impl Into<String>,
+        blobs: S3Blobs,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            blobs,
+            clock,
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn transact(&self, actions: Vec<TransactWriteItem>) -> Result<TxOutcome, PortError> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(actions))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(TxOutcome::Done),
+            Err(e) => {
+                if let Some(service) = e.as_service_error() {
+                    if let Some(failed) = failed_conditions(service) {
+                        if !failed.is_empty() {
+                            return Ok(TxOutcome::Failed(failed));
+                        }
+                        // Cancelled for another reason: a concurrent transaction on
+                        // the same items is the usual one. Re-reading is the cure.
+                        if service.to_string().contains("TransactionConflict")
+                            || service
+                                .message()
+                                .is_some_and(|m| m.contains("TransactionConflict"))
+                        {
+                            return Err(PortError::Conflict);
+                        }
+                    }
+                    if is_code(service.code(), &["TransactionConflictException"]) {
+                        return Err(PortError::Conflict);
+                    }
+                }
+                Err(sdk_error("DynamoDB TransactWriteItems", e))
+            }
+        }
+    }
+
+    fn put(&self, item: Item, condition: Option<&str>) -> Result<TransactWriteItem, PortError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .set_condition_expression(condition.map(str::to_string))
+            .build()
+            .map_err(|e| PortError::Rejected(format!("DynamoDB put: {e}")))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn update_action(update: Update) -> TransactWriteItem {
+        TransactWriteItem::builder().update(update).build()
+    }
+
+    /// Stores `text` in the item under `name`, or in S3 under `blob_key` (the item
+    /// then keeps the key under `{name}_ref`) when it is too big for an item.
+    async fn put_value(
+        &self,
+        item: &mut Item,
+        name: &str,
+        text: String,
+        blob_key: impl FnOnce() -> String,
+    ) -> Result<(), PortError> {
+        if text.len() > ITEM_VALUE_LIMIT {
+            let k = blob_key();
+            self.blobs.put(&k, text.as_bytes()).await?;
+            item.insert(format!("{name}_ref"), s(k));
+        } else {
+            item.insert(name.to_string(), s(text));
+        }
+        Ok(())
+    }
+
+    /// Reads a value written by [`Self::put_value`].
+    async fn get_value(&self, item: &Item, name: &str) -> Result<Option<String>, PortError> {
+        if let Some(text) = get_s(item, name) {
+            return Ok(Some(text.to_string()));
+        }
+        let Some(k) = get_s(item, &format!("{name}_ref")) else {
+            return Ok(None);
+        };
+        let bytes = self.blobs.get(k).await?.ok_or_else(|| {
+            PortError::Corrupt(format!("{name} is stored at s3 key {k}, which is missing"))
+        })?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| PortError::Corrupt(format!("{name} at s3 key {k} is not UTF-8")))
+    }
+
+    /// Drops the oldest notes once an agent's memory holds twice [`MEMORY_KEEP`]. The
+    /// condition on the list's length makes a concurrent append win: then nothing is
+    /// removed and the next load tries again.
+    async fn compact_memory(&self, agent: &str, len: usize) {
+        let drop = len - MEMORY_KEEP;
+        let removes: Vec<String> = (0..drop).map(|i| format!("notes[{i}]")).collect();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(memory_pk(agent)))
+            .key(SK, s("MEMORY"))
+            .update_expression(format!("REMOVE {}", removes.join(", ")))
+            .condition_expression("size(notes) = :len")
+            .expression_attribute_values(":len", n(len as u64))
+            .send()
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(%agent, error = %e, "memory compaction skipped; will retry on a later load");
+        }
+    }
+
+    async fn get_item(&self, k: Item) -> Result<Option<Item>, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(k))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DynamoDB GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Runs a transaction holding a task update with the fallbacks of [`TaskPart`]:
+    /// when only the task's condition failed, retry with less of the update. Any
+    /// other failed condition is a conflict.
+    async fn transact_with_task(
+        &self,
+        build: impl Fn(TaskPart) -> Result<(Vec<TransactWriteItem>, Option<usize>), PortError>,
+        has_status: bool,
+    ) -> Result<(), PortError> {
+        let mut part = TaskPart::Full;
+        loop {
+            let (actions, task_at) = build(part)?;
+            match self.transact(actions).await? {
+                TxOutcome::Done => return Ok(()),
+                TxOutcome::Failed(failed) => {
+                    if !task_at.is_some_and(|t| failed == [t]) {
+                        return Err(PortError::Conflict);
+                    }
+                    part = match part {
+                        TaskPart::Full if has_status => TaskPart::CountersOnly,
+                        _ => TaskPart::Nothing,
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for DynamoStore {
+    async fn load(
+        &self,
+        key_: &SessionKey,
+        task: TaskId,
+        envelope: EnvelopeId,
+        memory_limit: usize,
+    ) -> Result<Loaded, PortError> {
+        let spk = session_pk(key_);
+        let wanted = vec![
+            key(spk.clone(), "STATE"),
+            key(spk.clone(), &format!("A#{envelope}")),
+            key(task_pk(task), "TASK"),
+            key(memory_pk(key_.agent.as_str()), "MEMORY"),
+        ];
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(wanted))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| PortError::Rejected(format!("DynamoDB BatchGetItem: {e}")))?;
+        let mut items: Vec<Item> = Vec::with_capacity(4);
+        let mut pending = Some(request);
+        let mut attempt = 0u32;
+        while let Some(request) = pending.take() {
+            if attempt == 8 {
+                return Err(PortError::Unavailable(
+                    "DynamoDB kept returning unprocessed keys (throttled)".into(),
+                ));
+            }
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|e| sdk_error("DynamoDB BatchGetItem", e))?;
+            if let Some(mut got) = out.responses
+                && let Some(rows) = got.remove(&self.table)
+            {
+                items.extend(rows);
+            }
+            if let Some(rest) = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table))
+                && !rest.keys().is_empty()
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(5))).await;
+                pending = Some(rest);
+                attempt += 1;
+            }
+        }
+        let mut loaded = Loaded::default();
+        for item in &items {
+            let sk = get_s(item, SK).unwrap_or_default();
+            if sk == "STATE" {
+                let text = self
+                    .get_value(item, "state")
+                    .await?
+                    .ok_or_else(|| PortError::Corrupt("session item has no state".into()))?;
+                let mut session: Session = decode("session", &text)?;
+                session.version = get_n(item, "v")?;
+                loaded.session = Some(session);
+            } else if sk.starts_with("A#") {
+                let text = self
+                    .get_value(item, "outbox")
+                    .await?
+                    .unwrap_or_else(|| "[]".into());
+                loaded.applied = Some(decode::<Vec<OutboxItem>>("outbox", &text)?);
+            } else if sk == "TASK" {
+                loaded.task = Some(task_from_item(item)?);
+            } else if sk == "MEMORY" {
+                let notes: &[AttributeValue] = item
+                    .get("notes")
+                    .and_then(|v| v.as_l().ok())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let skip = notes.len().saturating_sub(memory_limit);
+                loaded.memory = notes[skip..]
+                    .iter()
+                    .map(|v| {
+                        v.as_s()
+                            .map_err(|_| PortError::Corrupt("memory note is not a string".into()))
+                            .and_then(|t| decode::<MemoryNote>("memory note", t))
+                    })
+                    .collect::<Result<_, _>>()?;
+                if notes.len() >= 2 * MEMORY_KEEP {
+                    self.compact_memory(key_.agent.as_str(), notes.len()).await;
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    async fn commit(&self, c: &Commit) -> Result<(), PortError> {
+        let spk = session_pk(&c.key);
+        let now = c
+            .events
+            .last()
+            .map(|e| e.at)
+            .unwrap_or_else(|| self.clock.now_ms());
+        // Values too big for an item go to S3 before the transaction; a transaction
+        // that then fails leaves an unreferenced object, which the bucket's lifecycle
+        // rule expires.
+        let session_item = match &c.session {
+            Some(session) => {
+                let mut item = key(spk.clone(), "STATE");
+                item.insert("v".into(), n(session.version));
+                let text = encode("session", session)?;
+                self.put_value(&mut item, "state", text, || {
+                    format!(
+                        "state/{}/{}/{}",
+                        c.key.agent, c.key.session, session.version
+                    )
+                })
+                .await?;
+                Some(item)
+            }
+            None => None,
+        };
+        let mut marker = key(spk.clone(), &format!("A#{}", c.envelope));
+        marker.insert(TTL.into(), n(now / 1000 + APPLIED_TTL_SECS));
+        self.put_value(&mut marker, "outbox", encode("outbox", &c.outbox)?, || {
+            format!("outbox/{}/{}/{}", c.key.agent, c.key.session, c.envelope)
+        })
+        .await?;
+        let events = event_items(c.task, &c.events)?;
+        let notes: Vec<AttributeValue> = c
+            .memory
+            .iter()
+            .map(|m| {
+                if m.text.len() > MEMORY_NOTE_LIMIT {
+                    return Err(PortError::Rejected(format!(
+                        "memory note of {} bytes exceeds {MEMORY_NOTE_LIMIT}",
+                        m.text.len()
+                    )));
+                }
+                encode("memory note", m).map(s)
+            })
+            .collect::<Result<_, _>>()?;
+
+        let build = |part: TaskPart| -> Result<(Vec<TransactWriteItem>, Option<usize>), PortError> {
+            let mut actions = Vec::with_capacity(4 + events.len());
+            if let Some(item) = &session_item {
+                let put = if c.expected_version == 0 {
+                    Put::builder().condition_expression(format!("attribute_not_exists({PK})"))
+                } else {
+                    Put::builder()
+                        .condition_expression("v = :v")
+                        .expression_attribute_values(":v", n(c.expected_version))
+                };
+                let put = put
+                    .table_name(&self.table)
+                    .set_item(Some(item.clone()))
+                    .build()
+                    .map_err(|e| PortError::Rejected(format!("DynamoDB put: {e}")))?;
+                actions.push(TransactWriteItem::builder().put(put).build());
+            }
+            actions.push(self.put(marker.clone(), Some(&format!("attribute_not_exists({PK})")))?);
+            let task_at = match task_update(&self.table, c.task, &c.task_update, now, part)? {
+                Some(u) => {
+                    actions.push(Self::update_action(u));
+                    Some(actions.len() - 1)
+                }
+                None => None,
+            };
+            for item in &events {
+                actions.push(self.put(item.clone(), None)?);
+            }
+            if !notes.is_empty() {
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .key(PK, s(memory_pk(c.key.agent.as_str())))
+                    .key(SK, s("MEMORY"))
+                    .update_expression(
+                        "SET notes = list_append(if_not_exists(notes, :empty), :new)",
+                    )
+                    .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+                    .expression_attribute_values(":new", AttributeValue::L(notes.clone()))
+                    .build()
+                    .map_err(|e| PortError::Rejected(format!("DynamoDB update: {e}")))?;
+                actions.push(TransactWriteItem::builder().update(update).build());
+            }
+            if actions.len() > 100 {
+                return Err(PortError::Rejected(format!(
+                    "a commit of {} actions exceeds DynamoDB's 100 per transaction",
+                    actions.len()
+                )));
+            }
+            Ok((actions, task_at))
+        };
+        self.transact_with_task(build, c.task_update.status.is_some())
+            .await
+    }
+}
+
+#[async_trait]
+impl TaskStore for DynamoStore {
+    async fn create_task(&self, task: &Task, event: &Event) -> Result<bool, PortError> {
+        let mut actions = vec![self.put(
+            task_item(task)?,
+            Some(&format!("attribute_not_exists({PK})")),
+        )?];
+        for item in event_items(task.id, std::slice::from_ref(event))? {
+            actions.push(self.put(item, None)?);
+        }
+        match self.transact(actions).await? {
+            TxOutcome::Done => Ok(true),
+            TxOutcome::Failed(_) => Ok(false),
+        }
+    }
+
+    async fn get_task(&self, id: TaskId) -> Result<Option<Task>, PortError> {
+        self.get_item(key(task_pk(id), "TASK"))
+            .await?
+            .map(|item| task_from_item(&item))
+            .transpose()
+    }
+
+    async fn task_events(&self, id: TaskId) -> Result<Vec<Event>, PortError> {
+        let mut events: Vec<Event> = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :e)")
+                .expression_attribute_values(":pk", s(task_pk(id)))
+                .expression_attribute_values(":e", s("E#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("DynamoDB Query", e))?;
+            for item in out.items() {
+                let text = get_s(item, "events").unwrap_or("[]");
+                events.extend(decode::<Vec<Event>>("events", text)?);
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        events.sort_by_key(|e| (e.at, e.id));
+        events.dedup_by_key(|e| e.id);
+        Ok(events)
+    }
+
+    async fn list_tasks(
+        &self,
+        status: Option<TaskStatus>,
+        limit: usize,
+    ) -> Result<Vec<Task>, PortError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<TaskStatus> = match status {
+            Some(st) => vec![st],
+            None => STATUSES.to_vec(),
+        };
+        let mut tasks = Vec::new();
+        for st in wanted {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI)
+                .key_condition_expression("gsi1pk = :g")
+                .expression_attribute_values(":g", s(format!("TASKS#{}", st.as_str())))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(|e| sdk_error("DynamoDB Query", e))?;
+            for item in out.items() {
+                tasks.push(task_from_item(item)?);
+            }
+        }
+        tasks.sort_by(|a, b| b.id.cmp(&a.id));
+        tasks.truncate(limit);
+        Ok(tasks)
+    }
+
+    async fn update_task(
+        &self,
+        id: TaskId,
+        update: &TaskUpdate,
+        events: &[Event],
+    ) -> Result<Option<Task>, PortError> {
+        let now = events
+            .last()
+            .map(|e| e.at)
+            .unwrap_or_else(|| self.clock.now_ms());
+        let event_items = event_items(id, events)?;
+        let build = |part: TaskPart| -> Result<(Vec<TransactWriteItem>, Option<usize>), PortError> {
+            let Some(u) = task_update(&self.table, id, update, now, part)? else {
+                // The task does not exist: write nothing.
+                return Ok((Vec::new(), None));
+            };
+            let mut actions = vec![Self::update_action(u)];
+            for item in &event_items {
+                actions.push(self.put(item.clone(), None)?);
+            }
+            Ok((actions, Some(0)))
+        };
+        let mut part = TaskPart::Full;
+        loop {
+            let (actions, _) = build(part)?;
+            if actions.is_empty() {
+                return Ok(None);
+            }
+            match self.transact(actions).await? {
+                TxOutcome::Done => break,
+                TxOutcome::Failed(_) => {
+                    part = match part {
+                        TaskPart::Full if update.status.is_some() => TaskPart::CountersOnly,
+                        _ => TaskPart::Nothing,
+                    }
+                }
+            }
+        }
+        self.get_task(id).await
+    }
+}

@@ -1,0 +1,269 @@
+//! [`EventScheduler`]: one-time EventBridge Scheduler schedules that deliver a wake
+//! envelope to its agent's FIFO queue, then delete themselves.
+//!
+//! The schedule is named after the envelope id, so scheduling twice is a
+//! `ConflictException`, taken as success. Emulators store schedules but never fire
+//! them; [`EventScheduler::deliver_due`] does the service's part for local runs.
+
+use crate::error::{is_code, sdk_error};
+use crate::s3::S3Blobs;
+use crate::sqs::SqsQueues;
+use aos_kernel::model::Envelope;
+use aos_kernel::ports::{BlobStore, PortError, Scheduler};
+use async_trait::async_trait;
+use aws_sdk_scheduler::Client;
+use aws_sdk_scheduler::error::ProvideErrorMetadata;
+use aws_sdk_scheduler::types::{
+    ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, SqsParameters, Target,
+};
+
+/// EventBridge Scheduler takes at most this much target input.
+pub const INPUT_LIMIT: usize = 8192;
+
+#[derive(Clone, Debug)]
+pub struct EventScheduler {
+    client: Client,
+    queues: SqsQueues,
+    blobs: S3Blobs,
+    group: String,
+    role_arn: String,
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `at(yyyy-mm-ddThh:mm:ss)` in UTC for epoch milliseconds, rounded down to the
+/// second (the service's resolution).
+pub fn at_expression(at_ms: u64) -> String {
+    let secs = (at_ms / 1000) as i64;
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "at({y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02})",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The epoch milliseconds of an `at(...)` expression in UTC.
+pub fn parse_at_expression(expr: &str) -> Option<u64> {
+    let inner = expr.strip_prefix("at(")?.strip_suffix(')')?;
+    let (date, time) = inner.split_once('T')?;
+    let mut date = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, mo, d) = (date.next()??, date.next()??, date.next()??);
+    let mut time = time.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, mi, s) = (time.next()??, time.next()??, time.next()??);
+    let days = days_from_civil(y, u32::try_from(mo).ok()?, u32::try_from(d).ok()?);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + s;
+    u64::try_from(secs).ok().map(|s| s * 1000)
+}
+
+/// The schedule of an envelope: its id is a ULID, so the name is unique and short.
+pub fn schedule_name(envelope: &Envelope) -> String {
+    format!("aos-{}", envelope.id)
+}
+
+impl EventScheduler {
+    pub fn new(
+        client: Client,
+        queues: SqsQueues,
+        blobs: S3Blobs,
+        group: impl Into<String>,
+        role_arn: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            queues,
+            blobs,
+            group: group.into(),
+            role_arn: role_arn.into(),
+        }
+    }
+
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// What EventBridge Scheduler does on AWS, for an emulator that stores schedules
+    /// but never fires them: sends every schedule of the group due at `now_ms` to its
+    /// target queue, then deletes it. Returns how many were delivered. A crash between
+    /// the send and the delete sends again later, which the queue's deduplication (by
+    /// envelope id) and the kernel's applied markers absorb.
+    pub async fn deliver_due(&self, now_ms: u64) -> Result<usize, PortError> {
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_schedules()
+                .group_name(&self.group)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("Scheduler ListSchedules", e))?;
+            names.extend(
+                out.schedules()
+                    .iter()
+                    .filter_map(|s| s.name().map(str::to_string)),
+            );
+            match out.next_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+        let mut delivered = 0;
+        for name in names {
+            let schedule = match self
+                .client
+                .get_schedule()
+                .group_name(&self.group)
+                .name(&name)
+                .send()
+                .await
+            {
+                Ok(s) => s,
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(sdk_error("Scheduler GetSchedule", e)),
+            };
+            let due = schedule
+                .schedule_expression()
+                .and_then(parse_at_expression)
+                .is_some_and(|at| at <= now_ms);
+            if !due {
+                continue;
+            }
+            let input = schedule
+                .target()
+                .and_then(|t| t.input())
+                .unwrap_or_default();
+            match Envelope::parse(input) {
+                Ok(envelope) => {
+                    self.queues_send(&envelope).await?;
+                    delivered += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(schedule = %name, error = %e, "dropping a schedule whose input is not an envelope");
+                }
+            }
+            match self
+                .client
+                .delete_schedule()
+                .group_name(&self.group)
+                .name(&name)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_not_found_exception()) => {}
+                Err(e) => return Err(sdk_error("Scheduler DeleteSchedule", e)),
+            }
+        }
+        Ok(delivered)
+    }
+
+    async fn queues_send(&self, envelope: &Envelope) -> Result<(), PortError> {
+        use aos_kernel::ports::Mailbox;
+        self.queues.send(std::slice::from_ref(envelope)).await
+    }
+}
+
+#[async_trait]
+impl Scheduler for EventScheduler {
+    async fn schedule(&self, at_ms: u64, envelope: &Envelope) -> Result<(), PortError> {
+        let queue = self.queues.queue(envelope.to.as_str()).await?;
+        let mut input = envelope.to_json();
+        if input.len() > INPUT_LIMIT {
+            let mut e = envelope.clone();
+            let key = format!("bodies/{}", e.id);
+            self.blobs.put(&key, e.body.as_bytes()).await?;
+            e.body = String::new();
+            e.body_ref = Some(key);
+            input = e.to_json();
+        }
+        let target = Target::builder()
+            .arn(queue.arn)
+            .role_arn(&self.role_arn)
+            .input(input)
+            .sqs_parameters(
+                SqsParameters::builder()
+                    .message_group_id(envelope.session.as_str())
+                    .build(),
+            )
+            .build()
+            .map_err(|e| PortError::Rejected(format!("schedule target: {e}")))?;
+        let window = FlexibleTimeWindow::builder()
+            .mode(FlexibleTimeWindowMode::Off)
+            .build()
+            .map_err(|e| PortError::Rejected(format!("schedule window: {e}")))?;
+        match self
+            .client
+            .create_schedule()
+            .name(schedule_name(envelope))
+            .group_name(&self.group)
+            .schedule_expression(at_expression(at_ms))
+            .schedule_expression_timezone("UTC")
+            .flexible_time_window(window)
+            .action_after_completion(ActionAfterCompletion::Delete)
+            .target(target)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already scheduled under this envelope id: idempotent.
+            Err(e)
+                if e.as_service_error().is_some_and(|s| {
+                    s.is_conflict_exception() || is_code(s.code(), &["ConflictException"])
+                }) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk_error("Scheduler CreateSchedule", e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_expressions_round_trip() {
+        assert_eq!(at_expression(0), "at(1970-01-01T00:00:00)");
+        assert_eq!(at_expression(1_700_000_000_999), "at(2023-11-14T22:13:20)");
+        assert_eq!(at_expression(951_782_400_000), "at(2000-02-29T00:00:00)");
+        for ms in [0, 1_700_000_000_000, 951_782_400_000, 4_102_444_800_000] {
+            assert_eq!(parse_at_expression(&at_expression(ms)), Some(ms));
+        }
+        assert_eq!(parse_at_expression("rate(5 minutes)"), None);
+    }
+}

@@ -1,0 +1,709 @@
+//! [`SqsQueues`]: one SQS FIFO queue and one FIFO dead-letter queue per agent.
+//!
+//! Sends use `MessageGroupId` = session (one session's envelopes stay in order; other
+//! sessions run in parallel) and `MessageDeduplicationId` = envelope id (a re-sent
+//! outbox is dropped by SQS within its 5-minute window; after that the kernel's applied
+//! markers drop it). Envelopes are batched per destination queue, and only the entries
+//! SQS failed are retried. A message over SQS's size limit travels with its body in
+//! S3.
+//!
+//! The consuming side ([`Inbox`]) is what Lambda's event source mapping does on AWS;
+//! the local trigger loop and the tests use it against an emulator.
+
+use crate::error::{display, is_code, sdk_error};
+use crate::s3::S3Blobs;
+use aos_kernel::model::Envelope;
+use aos_kernel::ports::{BlobStore, Clock, DeadLetter, Inbox, Mailbox, PortError, Received};
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::ProvideErrorMetadata;
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// SQS's largest message (body and attributes).
+pub const SQS_MESSAGE_LIMIT: usize = 256 * 1024;
+/// Entries per SQS batch call.
+const BATCH: usize = 10;
+/// Attempts of a batch send for the entries SQS reports as failed (not the SDK's own
+/// retries of a whole failed call, which come on top).
+const SEND_ATTEMPTS: u32 = 5;
+const REASON_ATTR: &str = "aos-reason";
+const AT_ATTR: &str = "aos-at";
+/// Reasons are for people; a dead letter keeps the first 4 KiB.
+const REASON_LIMIT: usize = 4096;
+
+/// Where an agent's queues are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueRef {
+    pub url: String,
+    pub arn: String,
+    pub dlq_url: String,
+}
+
+/// How queues are found and, against an emulator, created.
+#[derive(Clone, Debug)]
+pub struct QueueSettings {
+    /// Queue names are `{prefix}{agent}.fifo` and `{prefix}{agent}-dlq.fifo`.
+    pub prefix: String,
+    /// Explicit queue URLs by agent (from `AOS_QUEUE_URL_<AGENT>`), which win over
+    /// names.
+    pub urls: HashMap<String, String>,
+    /// Create missing queues (with their DLQ and redrive policy) on first use. For
+    /// emulators and development; on AWS the template creates them.
+    pub create_missing: bool,
+    /// The redrive policy's `maxReceiveCount` for queues this adapter creates, and the
+    /// count reported for messages the queue redrove.
+    pub max_receives: u32,
+    /// The visibility timeout of queues this adapter creates, in seconds.
+    pub visibility_secs: u32,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            prefix: "aos-".into(),
+            urls: HashMap::new(),
+            create_missing: false,
+            max_receives: 5,
+            visibility_secs: 30,
+        }
+    }
+}
+
+/// Every agent's queues: the [`Mailbox`] the kernel sends through and the [`Inbox`]
+/// a trigger loop receives from. Cloning shares the queue-URL cache.
+#[derive(Clone)]
+pub struct SqsQueues {
+    client: Client,
+    blobs: S3Blobs,
+    settings: Arc<QueueSettings>,
+    clock: Arc<dyn Clock>,
+    cache: Arc<Mutex<HashMap<String, QueueRef>>>,
+}
+
+impl std::fmt::Debug for SqsQueues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqsQueues")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds to SQS's whole seconds, rounding up so nothing is visible early.
+fn secs(ms: u64) -> i32 {
+    i32::try_from(ms.div_ceil(1000))
+        .unwrap_or(43_200)
+        .min(43_200)
+}
+
+fn string_attr(v: impl Into<String>) -> Result<MessageAttributeValue, PortError> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(v)
+        .build()
+        .map_err(|e| PortError::Rejected(format!("SQS message attribute: {e}")))
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Receipt handles that are stale or unknown: the message was received again or is
+/// gone, so there is nothing to delete or release.
+const STALE_RECEIPT: &[&str] = &[
+    "ReceiptHandleIsInvalid",
+    "AWS.SimpleQueueService.MessageNotInflight",
+    "MessageNotInflight",
+    "InvalidParameterValue",
+];
+
+impl SqsQueues {
+    pub fn new(
+        client: Client,
+        blobs: S3Blobs,
+        settings: QueueSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            client,
+            blobs,
+            settings: Arc::new(settings),
+            clock,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    /// Whether missing queues are created on first use (emulators, development).
+    pub fn set_create_missing(&mut self, yes: bool) {
+        Arc::make_mut(&mut self.settings).create_missing = yes;
+    }
+
+    pub fn queue_name(&self, agent: &str) -> String {
+        format!("{}{agent}.fifo", self.settings.prefix)
+    }
+
+    pub fn dlq_name(&self, agent: &str) -> String {
+        format!("{}{agent}-dlq.fifo", self.settings.prefix)
+    }
+
+    /// The agent's queues, looked up once and cached.
+    pub async fn queue(&self, agent: &str) -> Result<QueueRef, PortError> {
+        if let Some(q) = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(agent)
+        {
+            return Ok(q.clone());
+        }
+        let q = self.find_or_create(agent).await?;
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(agent.to_string(), q.clone());
+        Ok(q)
+    }
+
+    async fn url_of(&self, name: &str) -> Result<Option<String>, PortError> {
+        match self.client.get_queue_url().queue_name(name).send().await {
+            Ok(out) => Ok(out.queue_url),
+            Err(e) => {
+                if e.as_service_error().is_some_and(|s| {
+                    s.is_queue_does_not_exist()
+                        || is_code(
+                            s.code(),
+                            &[
+                                "AWS.SimpleQueueService.NonExistentQueue",
+                                "QueueDoesNotExist",
+                            ],
+                        )
+                }) {
+                    Ok(None)
+                } else {
+                    Err(sdk_error("SQS GetQueueUrl", e))
+                }
+            }
+        }
+    }
+
+    async fn arn_of(&self, url: &str) -> Result<String, PortError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| sdk_error("SQS GetQueueAttributes", e))?;
+        out.attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .ok_or_else(|| PortError::Corrupt(format!("queue {url} has no ARN")))
+    }
+
+    async fn create(
+        &self,
+        name: &str,
+        attributes: HashMap<QueueAttributeName, String>,
+    ) -> Result<String, PortError> {
+        let out = self
+            .client
+            .create_queue()
+            .queue_name(name)
+            .set_attributes(Some(attributes))
+            .send()
+            .await
+            .map_err(|e| sdk_error("SQS CreateQueue", e))?;
+        out.queue_url
+            .ok_or_else(|| PortError::Corrupt(format!("CreateQueue {name} returned no URL")))
+    }
+
+    async fn find_or_create(&self, agent: &str) -> Result<QueueRef, PortError> {
+        let explicit = self.settings.urls.get(agent).cloned();
+        let name = self.queue_name(agent);
+        let dlq_name = self.dlq_name(agent);
+        let url = match explicit {
+            Some(url) => Some(url),
+            None => self.url_of(&name).await?,
+        };
+        let dlq_url = self.url_of(&dlq_name).await?;
+        if let (Some(url), Some(dlq_url)) = (&url, &dlq_url) {
+            return Ok(QueueRef {
+                arn: self.arn_of(url).await?,
+                url: url.clone(),
+                dlq_url: dlq_url.clone(),
+            });
+        }
+        if !self.settings.create_missing {
+            return Err(PortError::Rejected(format!(
+                "agent {agent} has no queue: expected SQS FIFO queues {name} and {dlq_name} \
+                 (or set AOS_QUEUE_URL_{})",
+                agent.to_uppercase().replace('-', "_")
+            )));
+        }
+        let fifo = || {
+            HashMap::from([
+                (QueueAttributeName::FifoQueue, "true".to_string()),
+                (
+                    QueueAttributeName::ContentBasedDeduplication,
+                    "true".to_string(),
+                ),
+            ])
+        };
+        let dlq_url = match dlq_url {
+            Some(u) => u,
+            None => {
+                let mut attrs = fifo();
+                attrs.insert(QueueAttributeName::MessageRetentionPeriod, "1209600".into());
+                self.create(&dlq_name, attrs).await?
+            }
+        };
+        let dlq_arn = self.arn_of(&dlq_url).await?;
+        let url = match url {
+            Some(u) => u,
+            None => {
+                let mut attrs = fifo();
+                attrs.insert(
+                    QueueAttributeName::VisibilityTimeout,
+                    self.settings.visibility_secs.to_string(),
+                );
+                attrs.insert(
+                    QueueAttributeName::RedrivePolicy,
+                    serde_json::json!({
+                        "deadLetterTargetArn": dlq_arn,
+                        "maxReceiveCount": self.settings.max_receives,
+                    })
+                    .to_string(),
+                );
+                self.create(&name, attrs).await?
+            }
+        };
+        Ok(QueueRef {
+            arn: self.arn_of(&url).await?,
+            url,
+            dlq_url,
+        })
+    }
+
+    /// The envelope as an SQS message body, with its body moved to S3 when the
+    /// message would exceed SQS's limit.
+    async fn message_body(&self, envelope: &Envelope) -> Result<String, PortError> {
+        let json = envelope.to_json();
+        if json.len() <= SQS_MESSAGE_LIMIT - 1024 {
+            return Ok(json);
+        }
+        let mut e = envelope.clone();
+        let key = format!("bodies/{}", e.id);
+        self.blobs.put(&key, e.body.as_bytes()).await?;
+        e.body = String::new();
+        e.body_ref = Some(key);
+        let json = e.to_json();
+        if json.len() > SQS_MESSAGE_LIMIT - 1024 {
+            return Err(PortError::Rejected(format!(
+                "envelope {} is {} bytes without its body; SQS takes {SQS_MESSAGE_LIMIT}",
+                e.id,
+                json.len()
+            )));
+        }
+        Ok(json)
+    }
+
+    /// Sends envelopes to one agent's queue in batches, retrying only the entries
+    /// that failed.
+    async fn send_to(&self, agent: &str, envelopes: &[&Envelope]) -> Result<(), PortError> {
+        let queue = self.queue(agent).await?;
+        let mut entries = Vec::with_capacity(envelopes.len());
+        for (i, e) in envelopes.iter().enumerate() {
+            let body = self.message_body(e).await?;
+            entries.push((
+                body.len(),
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .message_group_id(e.session.as_str())
+                    .message_deduplication_id(e.id.to_string())
+                    .build()
+                    .map_err(|err| PortError::Rejected(format!("SQS entry: {err}")))?,
+            ));
+        }
+        // Batches of at most 10 entries and SQS_MESSAGE_LIMIT bytes in all.
+        let mut batches: Vec<Vec<SendMessageBatchRequestEntry>> = Vec::new();
+        let mut size = 0;
+        for (len, entry) in entries {
+            let full = batches
+                .last()
+                .is_none_or(|b| b.len() == BATCH || size + len > SQS_MESSAGE_LIMIT);
+            if full {
+                batches.push(Vec::new());
+                size = 0;
+            }
+            size += len;
+            if let Some(b) = batches.last_mut() {
+                b.push(entry);
+            }
+        }
+        for batch in batches {
+            self.send_batch(&queue.url, batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_batch(
+        &self,
+        url: &str,
+        mut pending: Vec<SendMessageBatchRequestEntry>,
+    ) -> Result<(), PortError> {
+        for attempt in 0..SEND_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(url)
+                .set_entries(Some(pending.clone()))
+                .send()
+                .await
+                .map_err(|e| sdk_error("SQS SendMessageBatch", e))?;
+            let failed = out.failed();
+            if failed.is_empty() {
+                return Ok(());
+            }
+            if let Some(f) = failed.iter().find(|f| f.sender_fault()) {
+                return Err(PortError::Rejected(format!(
+                    "SQS refused a message: {}: {}",
+                    f.code(),
+                    f.message().unwrap_or_default()
+                )));
+            }
+            tracing::debug!(
+                failed = failed.len(),
+                "SQS failed some batch entries; retrying them"
+            );
+            let ids: Vec<&str> = failed.iter().map(|f| f.id()).collect();
+            pending.retain(|e| ids.contains(&e.id()));
+        }
+        Err(PortError::Unavailable(format!(
+            "SQS kept failing {} entries after {SEND_ATTEMPTS} attempts",
+            pending.len()
+        )))
+    }
+
+    /// Messages in a queue (waiting, in flight and delayed).
+    async fn count(&self, url: &str) -> Result<u64, PortError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| sdk_error("SQS GetQueueAttributes", e))?;
+        Ok(out
+            .attributes
+            .unwrap_or_default()
+            .values()
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum())
+    }
+}
+
+#[async_trait]
+impl Mailbox for SqsQueues {
+    async fn send(&self, envelopes: &[Envelope]) -> Result<(), PortError> {
+        let mut by_queue: Vec<(&str, Vec<&Envelope>)> = Vec::new();
+        for e in envelopes {
+            match by_queue.iter_mut().find(|(a, _)| *a == e.to.as_str()) {
+                Some((_, list)) => list.push(e),
+                None => by_queue.push((e.to.as_str(), vec![e])),
+            }
+        }
+        // One batch send per destination queue, all at once.
+        let sends = by_queue
+            .iter()
+            .map(|(agent, list)| self.send_to(agent, list));
+        for result in futures::future::join_all(sends).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, agent: &str, body: &str, reason: &str) -> Result<(), PortError> {
+        let queue = self.queue(agent).await?;
+        let id = ulid::Ulid::new().to_string();
+        let mut text = truncate(body, SQS_MESSAGE_LIMIT - 2 * REASON_LIMIT).to_string();
+        if text.len() < body.len() {
+            text.push_str(&format!(" [{} bytes omitted]", body.len() - text.len()));
+        }
+        if text.is_empty() {
+            // SQS takes no empty bodies.
+            text.push_str("(empty)");
+        }
+        self.client
+            .send_message()
+            .queue_url(&queue.dlq_url)
+            .message_body(text)
+            // A group per dead letter: nothing waits behind another, and listing is
+            // not held up by the FIFO group lock.
+            .message_group_id(&id)
+            .message_deduplication_id(&id)
+            .message_attributes(REASON_ATTR, string_attr(truncate(reason, REASON_LIMIT))?)
+            .message_attributes(AT_ATTR, string_attr(self.clock.now_ms().to_string())?)
+            .send()
+            .await
+            .map_err(|e| sdk_error("SQS SendMessage (dead letter)", e))?;
+        Ok(())
+    }
+}
+
+fn system_attr(m: &aws_sdk_sqs::types::Message, name: MessageSystemAttributeName) -> Option<&str> {
+    m.attributes()
+        .and_then(|a| a.get(&name))
+        .map(String::as_str)
+}
+
+#[async_trait]
+impl Inbox for SqsQueues {
+    async fn receive(
+        &self,
+        agent: &str,
+        max: usize,
+        visibility_ms: u64,
+    ) -> Result<Vec<Received>, PortError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let queue = self.queue(agent).await?;
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&queue.url)
+            .max_number_of_messages(i32::try_from(max.min(BATCH)).unwrap_or(10))
+            .visibility_timeout(secs(visibility_ms))
+            .wait_time_seconds(0)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| sdk_error("SQS ReceiveMessage", e))?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| Received {
+                receive_count: system_attr(&m, MessageSystemAttributeName::ApproximateReceiveCount)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1),
+                sent_at: system_attr(&m, MessageSystemAttributeName::SentTimestamp)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+                group: system_attr(&m, MessageSystemAttributeName::MessageGroupId)
+                    .unwrap_or_default()
+                    .to_string(),
+                receipt: m.receipt_handle.unwrap_or_default(),
+                message_id: m.message_id.unwrap_or_default(),
+                body: m.body.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn delete(&self, agent: &str, receipt: &str) -> Result<(), PortError> {
+        let queue = self.queue(agent).await?;
+        match self
+            .client
+            .delete_message()
+            .queue_url(&queue.url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| is_code(s.code(), STALE_RECEIPT)) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk_error("SQS DeleteMessage", e)),
+        }
+    }
+
+    async fn delete_batch(&self, agent: &str, receipts: &[String]) -> Result<(), PortError> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        let queue = self.queue(agent).await?;
+        for chunk in receipts.chunks(BATCH) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .build()
+                        .map_err(|e| PortError::Rejected(format!("SQS entry: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = self
+                .client
+                .delete_message_batch()
+                .queue_url(&queue.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| sdk_error("SQS DeleteMessageBatch", e))?;
+            // A stale receipt fails its entry; that message was received again and
+            // its new receiver settles it.
+            for f in out.failed() {
+                if !STALE_RECEIPT.contains(&f.code()) {
+                    return Err(PortError::Unavailable(format!(
+                        "SQS DeleteMessageBatch: {}: {}",
+                        f.code(),
+                        f.message().unwrap_or_default()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn release(&self, agent: &str, receipt: &str, delay_ms: u64) -> Result<(), PortError> {
+        let queue = self.queue(agent).await?;
+        match self
+            .client
+            .change_message_visibility()
+            .queue_url(&queue.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(secs(delay_ms))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| is_code(s.code(), STALE_RECEIPT)) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk_error("SQS ChangeMessageVisibility", e)),
+        }
+    }
+
+    /// Peeks at the dead-letter queue: receives up to `limit` messages and makes them
+    /// visible again at once, so listing takes nothing away.
+    async fn dead_letters(&self, agent: &str, limit: usize) -> Result<Vec<DeadLetter>, PortError> {
+        let queue = self.queue(agent).await?;
+        let mut seen = Vec::new();
+        let mut receipts = Vec::new();
+        // Each dead letter written here has its own group; messages the queue redrove
+        // keep theirs, so a receive returns at most the head of each such group.
+        while seen.len() < limit.max(1) * 2 + BATCH {
+            let out = self
+                .client
+                .receive_message()
+                .queue_url(&queue.dlq_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(30)
+                .wait_time_seconds(0)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .map_err(|e| sdk_error("SQS ReceiveMessage (dead letters)", e))?;
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                break;
+            }
+            for m in messages {
+                let attr = |name: &str| {
+                    m.message_attributes()
+                        .and_then(|a| a.get(name))
+                        .and_then(|v| v.string_value())
+                        .map(str::to_string)
+                };
+                let reason = attr(REASON_ATTR);
+                let at = attr(AT_ATTR).and_then(|v| v.parse().ok()).or_else(|| {
+                    system_attr(&m, MessageSystemAttributeName::SentTimestamp)
+                        .and_then(|v| v.parse().ok())
+                });
+                let max = self.settings.max_receives;
+                let (reason, receive_count) = match reason {
+                    Some(r) => (r, 0),
+                    None => (
+                        format!(
+                            "received {max} times without success (max receives {max}); \
+                             moved by the queue's redrive policy"
+                        ),
+                        max,
+                    ),
+                };
+                if let Some(r) = &m.receipt_handle {
+                    receipts.push(r.clone());
+                }
+                seen.push(DeadLetter {
+                    body: m.body.clone().unwrap_or_default(),
+                    reason,
+                    at: at.unwrap_or(0),
+                    receive_count,
+                });
+            }
+        }
+        for chunk in receipts.chunks(BATCH) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .visibility_timeout(0)
+                        .build()
+                        .ok()
+                })
+                .collect::<Vec<_>>();
+            if let Err(e) = self
+                .client
+                .change_message_visibility_batch()
+                .queue_url(&queue.dlq_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
+                tracing::warn!(error = %display(&e), "dead letters stay hidden until their visibility timeout");
+            }
+        }
+        seen.sort_by_key(|d| d.at);
+        seen.truncate(limit);
+        Ok(seen)
+    }
+
+    async fn depth(&self, agent: &str) -> Result<u64, PortError> {
+        // An agent whose queue does not exist has nothing waiting.
+        if !self.settings.create_missing
+            && !self.settings.urls.contains_key(agent)
+            && self.url_of(&self.queue_name(agent)).await?.is_none()
+        {
+            return Ok(0);
+        }
+        let queue = self.queue(agent).await?;
+        self.count(&queue.url).await
+    }
+}

@@ -266,36 +266,46 @@ fn task_update(
         .map_err(|e| PortError::Rejected(format!("DynamoDB update: {e}")))
 }
 
-/// Timeline events in items of at most [`ITEM_VALUE_LIMIT`] bytes each, keyed by
-/// their first event so a re-write lands on the same item.
-fn event_items(task: TaskId, events: &[Event]) -> Result<Vec<Item>, PortError> {
-    let mut items = Vec::new();
-    let mut chunk: Vec<String> = Vec::new();
-    let mut size = 0;
-    let mut first: Option<&Event> = None;
-    let flush = |chunk: &mut Vec<String>, first: Option<&Event>, items: &mut Vec<Item>| {
-        if let Some(e) = first {
-            let mut item = key(task_pk(task), &format!("E#{:016x}#{}", e.at, e.id));
-            item.insert("events".into(), s(format!("[{}]", chunk.join(","))));
-            items.push(item);
+/// FNV-1a, 64 bits: names an events item after the ids it holds.
+fn fnv64(parts: impl Iterator<Item = String>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
         }
-        chunk.clear();
-    };
+    }
+    h
+}
+
+/// Timeline events in items of at most [`ITEM_VALUE_LIMIT`] bytes each. An item's key
+/// is its first event's time and a hash of its event ids, so writing the same events
+/// again (a re-run wake) lands on the same item, and other events never overwrite it.
+fn event_items(task: TaskId, events: &[Event]) -> Result<Vec<Item>, PortError> {
+    let mut chunks: Vec<Vec<(&Event, String)>> = Vec::new();
+    let mut size = 0;
     for e in events {
         let text = encode("event", e)?;
-        if size + text.len() > ITEM_VALUE_LIMIT && !chunk.is_empty() {
-            flush(&mut chunk, first, &mut items);
+        if chunks.is_empty() || size + text.len() > ITEM_VALUE_LIMIT {
+            chunks.push(Vec::new());
             size = 0;
-            first = None;
-        }
-        if first.is_none() {
-            first = Some(e);
         }
         size += text.len() + 1;
-        chunk.push(text);
+        if let Some(c) = chunks.last_mut() {
+            c.push((e, text));
+        }
     }
-    flush(&mut chunk, first, &mut items);
-    Ok(items)
+    Ok(chunks
+        .into_iter()
+        .filter_map(|chunk| {
+            let first = chunk.first()?.0;
+            let hash = fnv64(chunk.iter().map(|(e, _)| e.id.to_string()));
+            let mut item = key(task_pk(task), &format!("E#{:016x}#{hash:016x}", first.at));
+            let texts: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
+            item.insert("events".into(), s(format!("[{}]", texts.join(","))));
+            Some(item)
+        })
+        .collect())
 }
 
 /// The indexes of the transaction's actions whose condition failed, when a

@@ -13,6 +13,7 @@
 
 mod counter;
 mod dynamo;
+pub mod emulator;
 mod error;
 mod provision;
 mod s3;
@@ -129,6 +130,24 @@ pub async fn load_sdk_config() -> SdkConfig {
         loader = loader.region(aws_config::Region::new("us-east-1"));
     }
     loader.load().await
+}
+
+/// The SDK configuration for an emulator at `endpoint`: dummy credentials,
+/// `us-east-1`, AOS's retries.
+pub async fn emulator_sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "aos-emulator",
+            "aos-emulator",
+            None,
+            None,
+            "aos-emulator",
+        ))
+        .retry_config(retry_config())
+        .load()
+        .await
 }
 
 /// The SDK clients, each with the call counter attached.

@@ -10,7 +10,7 @@
 //! The consuming side ([`Inbox`]) is what Lambda's event source mapping does on AWS;
 //! the local trigger loop and the tests use it against an emulator.
 
-use crate::error::{display, is_code, sdk_error};
+use crate::error::{is_code, sdk_error};
 use crate::s3::S3Blobs;
 use aos_kernel::model::Envelope;
 use aos_kernel::ports::{BlobStore, Clock, DeadLetter, Inbox, Mailbox, PortError, Received};
@@ -687,7 +687,7 @@ impl Inbox for SqsQueues {
                 .send()
                 .await
             {
-                tracing::warn!(error = %display(&e), "dead letters stay hidden until their visibility timeout");
+                tracing::warn!(error = %crate::error::display(&e), "dead letters stay hidden until their visibility timeout");
             }
         }
         seen.sort_by_key(|d| d.at);

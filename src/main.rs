@@ -90,8 +90,24 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BackendKind {
+    /// One SQLite file (no account, no network).
+    Local,
+    /// DynamoDB, SQS, S3 and EventBridge Scheduler through the AWS SDK; set
+    /// AWS_ENDPOINT_URL for an emulator, or pass --emulator.
+    Aws,
+}
+
 #[derive(Debug, Args)]
 struct Common {
+    /// Where state and queues live.
+    #[arg(long, env = "AOS_BACKEND", value_enum, default_value = "local")]
+    backend: BackendKind,
+    /// With --backend aws: install (once) and start moto server, the AWS emulator, on
+    /// a free loopback port for this run.
+    #[arg(long, env = "AOS_EMULATOR")]
+    emulator: bool,
     /// The embedded store file.
     #[arg(long, env = "AOS_DB", default_value = ".aos/aos.db")]
     db: PathBuf,
@@ -109,7 +125,75 @@ struct Common {
     max_receives: u32,
 }
 
+/// An opened runtime, and the emulator it runs on, if this process started one.
+struct Opened {
+    runtime: Runtime,
+    _moto: Option<aos_aws::emulator::Moto>,
+    /// What `aos` prints as "store:".
+    shown: String,
+}
+
 impl Common {
+    async fn open(&self) -> anyhow::Result<Opened> {
+        let config = self.config();
+        match self.backend {
+            BackendKind::Local => Ok(Opened {
+                runtime: Runtime::open(config)
+                    .with_context(|| format!("opening the store at {}", self.db.display()))?,
+                _moto: None,
+                shown: self.db.display().to_string(),
+            }),
+            BackendKind::Aws => {
+                let clock: std::sync::Arc<dyn aos_kernel::ports::Clock> =
+                    std::sync::Arc::new(aos_kernel::ports::SystemClock);
+                let (aws, moto) = if self.emulator {
+                    let moto = tokio::task::spawn_blocking(aos_aws::emulator::Moto::start_default)
+                        .await??;
+                    let sdk = aos_aws::emulator_sdk_config(moto.endpoint()).await;
+                    let aws = aos_aws::AwsBackend::new(
+                        aos_aws::AwsClients::new(&sdk),
+                        aos_aws::AwsSettings::from_env(),
+                        clock,
+                    );
+                    (aws, Some(moto))
+                } else {
+                    (aos_aws::AwsBackend::from_env(clock).await, None)
+                };
+                let endpoint = match &moto {
+                    Some(m) => Some(m.endpoint().to_string()),
+                    None => std::env::var("AWS_ENDPOINT_URL").ok(),
+                };
+                let mut config = config;
+                // Only an emulator needs this process to create resources and fire
+                // schedules; on AWS the template and the service do.
+                config.deliver_schedules = endpoint.is_some();
+                let shown = format!(
+                    "DynamoDB table {} via {}",
+                    aws.settings.table,
+                    endpoint.as_deref().unwrap_or("AWS")
+                );
+                let runtime = Runtime::open_aws(config, aws.clone())?;
+                if endpoint.is_some() {
+                    let agents: Vec<String> = runtime
+                        .kernel()
+                        .catalog()
+                        .agents()
+                        .map(|a| a.name.to_string())
+                        .collect();
+                    let names: Vec<&str> = agents.iter().map(String::as_str).collect();
+                    aos_aws::provision(&aws, &names).await.context(
+                        "creating the table, bucket, queues and schedule group on the emulator",
+                    )?;
+                }
+                Ok(Opened {
+                    runtime,
+                    _moto: moto,
+                    shown,
+                })
+            }
+        }
+    }
+
     fn config(&self) -> RuntimeConfig {
         let mut c = RuntimeConfig {
             db: self.db.clone(),
@@ -120,6 +204,13 @@ impl Common {
         };
         c.tools.offline = self.offline;
         c
+    }
+
+    fn aws_counter(&self, opened: &Opened) -> Option<aos_aws::CallCounter> {
+        match opened.runtime.backend() {
+            aos::runtime::Backend::Aws(aws) => Some(aws.counter().clone()),
+            aos::runtime::Backend::Local(_) => None,
+        }
     }
 }
 
@@ -158,7 +249,7 @@ fn main() -> anyhow::Result<()> {
                 common,
             } => run(&request, &agent, timeout_secs, quiet, &common).await,
             Command::Dev { addr, common } => dev(&addr, &common).await.map(|()| 0),
-            Command::Agents { common } => agents(&common).map(|()| 0),
+            Command::Agents { common } => agents(&common).await.map(|()| 0),
             Command::Task { id, common } => show_task(&id, &common).await,
             Command::Dlq { agent, common } => dlq(&agent, &common).await.map(|()| 0),
             Command::Replay {
@@ -179,16 +270,16 @@ async fn run(
     quiet: bool,
     common: &Common,
 ) -> anyhow::Result<i32> {
-    let runtime = Runtime::open(common.config())
-        .with_context(|| format!("opening the store at {}", common.db.display()))?;
+    let opened = common.open().await?;
+    let runtime = &opened.runtime;
+    let counter = common.aws_counter(&opened);
     let running = runtime.start().await?;
     let kernel = runtime.kernel().clone();
     let task = kernel.submit(agent, request, None).await?;
     if !quiet {
         eprintln!(
             "Task {} submitted to {agent} (store: {})",
-            task.id,
-            common.db.display()
+            task.id, opened.shown
         );
     }
     let store = kernel.ports().tasks.clone();
@@ -215,7 +306,7 @@ async fn run(
                 "task {} is still {} after {timeout_secs} s; it is saved and resumes at the next `aos run` or `aos dev` on {}",
                 task.id,
                 current.status,
-                common.db.display()
+                opened.shown
             );
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -230,6 +321,17 @@ async fn run(
         }
     } else {
         print!("{}", render::report(&final_task, &events, false));
+        if let Some(counter) = counter {
+            let counts = counter.snapshot();
+            println!(
+                "AWS calls for this run: {} ({} HTTP attempts)",
+                counts.total_calls(),
+                counts.total_attempts()
+            );
+            for (op, n) in &counts.calls {
+                println!("  {op:<34} {n}");
+            }
+        }
     }
     Ok(if final_task.status == TaskStatus::Succeeded {
         0
@@ -239,8 +341,8 @@ async fn run(
 }
 
 async fn dev(addr: &str, common: &Common) -> anyhow::Result<()> {
-    let runtime = Runtime::open(common.config())
-        .with_context(|| format!("opening the store at {}", common.db.display()))?;
+    let opened = common.open().await?;
+    let runtime = &opened.runtime;
     let running = runtime.start().await?;
     let (released, resent) = running.recovered;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -253,7 +355,7 @@ async fn dev(addr: &str, common: &Common) -> anyhow::Result<()> {
     };
     println!(
         "AOS dev: listening on http://{local} (store: {})",
-        common.db.display()
+        opened.shown
     );
     if released + resent as u64 > 0 {
         println!(
@@ -294,8 +396,9 @@ async fn shutdown_signal() {
     }
 }
 
-fn agents(common: &Common) -> anyhow::Result<()> {
-    let runtime = Runtime::open(common.config())?;
+async fn agents(common: &Common) -> anyhow::Result<()> {
+    let opened = common.open().await?;
+    let runtime = &opened.runtime;
     for a in runtime.kernel().catalog().agents() {
         println!("{:<9} {}", a.name, a.purpose);
         if !a.tools.is_empty() {
@@ -313,12 +416,12 @@ async fn show_task(id: &str, common: &Common) -> anyhow::Result<i32> {
     let id: TaskId = id
         .parse()
         .map_err(|_| anyhow::anyhow!("{id:?} is not a task id (a ULID)"))?;
-    let runtime = Runtime::open(common.config())?;
-    let store = runtime.kernel().ports().tasks.clone();
+    let opened = common.open().await?;
+    let store = opened.runtime.kernel().ports().tasks.clone();
     let task = store
         .get_task(id)
         .await?
-        .with_context(|| format!("no task {id} in {}", common.db.display()))?;
+        .with_context(|| format!("no task {id} in {}", opened.shown))?;
     let events = store.task_events(id).await?;
     print!("{}", render::report(&task, &events, true));
     Ok(if task.status == TaskStatus::Failed {
@@ -329,8 +432,8 @@ async fn show_task(id: &str, common: &Common) -> anyhow::Result<i32> {
 }
 
 async fn dlq(agent: &str, common: &Common) -> anyhow::Result<()> {
-    let runtime = Runtime::open(common.config())?;
-    let items = runtime.inbox().dead_letters(agent, 1000).await?;
+    let opened = common.open().await?;
+    let items = opened.runtime.inbox().dead_letters(agent, 1000).await?;
     println!("{} dead letter(s) for {agent}", items.len());
     for d in items {
         println!(
@@ -348,9 +451,9 @@ async fn replay(file: &std::path::Path, agent: &str, common: &Common) -> anyhow:
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let event: aos_entrypoints::SqsEvent = serde_json::from_str(&text)
         .with_context(|| format!("{} is not an SQS event", file.display()))?;
-    let runtime = Runtime::open(common.config())?;
+    let opened = common.open().await?;
     let (response, report) =
-        sqs::handle_batch(runtime.kernel(), agent, event, common.max_receives).await;
+        sqs::handle_batch(opened.runtime.kernel(), agent, event, common.max_receives).await;
     println!(
         "applied {}, duplicates {}, dead-lettered {}, failed {}",
         report.applied, report.duplicates, report.dead_lettered, report.failed

@@ -1,5 +1,7 @@
-//! The embedded runtime: one process hosts every agent over one SQLite file and does
-//! what Lambda's SQS event source mapping does on AWS. Per agent it runs a few trigger
+//! The local runtime: one process hosts every agent, over one SQLite file (the
+//! embedded backend) or over the AWS adapters (DynamoDB, SQS, S3, EventBridge
+//! Scheduler, usually pointed at an emulator), and does what Lambda's SQS event source
+//! mapping does on AWS. Per agent it runs a few trigger
 //! workers that receive batches (FIFO groups locked while in flight), hand them to the
 //! same SQS batch handler Lambda would call, delete what succeeded and release what
 //! failed, while the queue itself redrives a message to the dead-letter queue after
@@ -11,6 +13,7 @@
 //! envelope of every task still queued, and the kernel's dedupe absorbs the repeats.
 
 use aos_agents::{ToolsConfig, reference_agents, reference_tools};
+use aos_aws::AwsBackend;
 use aos_entrypoints::sqs;
 use aos_kernel::llm::{LlmError, Model, ModelRequest, ModelResponse};
 use aos_kernel::offline::OfflineModel;
@@ -45,6 +48,10 @@ pub struct RuntimeConfig {
     pub model_latency_ms: u64,
     /// Tool settings (network endpoints, offline mode).
     pub tools: ToolsConfig,
+    /// On the AWS backend: fire due EventBridge schedules from this process, because
+    /// the emulator stores schedules but never fires them. Off against real AWS, where
+    /// the service delivers them.
+    pub deliver_schedules: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -58,6 +65,7 @@ impl Default for RuntimeConfig {
             poll_ms: 250,
             model_latency_ms: 0,
             tools: ToolsConfig::default(),
+            deliver_schedules: true,
         }
     }
 }
@@ -94,16 +102,16 @@ impl Doorbells {
     }
 }
 
-/// The store's mailbox, ringing the receiver's doorbell after each send.
+/// A mailbox that rings the receiver's doorbell after each send.
 struct RingingMailbox {
-    store: LocalStore,
+    inner: Arc<dyn Mailbox>,
     bells: Arc<Doorbells>,
 }
 
 #[async_trait]
 impl Mailbox for RingingMailbox {
     async fn send(&self, envelopes: &[Envelope]) -> Result<(), PortError> {
-        self.store.send(envelopes).await?;
+        self.inner.send(envelopes).await?;
         let agents: HashSet<&str> = envelopes.iter().map(|e| e.to.as_str()).collect();
         for a in agents {
             self.bells.get(a).notify_waiters();
@@ -111,8 +119,17 @@ impl Mailbox for RingingMailbox {
         Ok(())
     }
     async fn dead_letter(&self, agent: &str, body: &str, reason: &str) -> Result<(), PortError> {
-        self.store.dead_letter(agent, body, reason).await
+        self.inner.dead_letter(agent, body, reason).await
     }
+}
+
+/// Where the runtime keeps its state and queues.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// One SQLite file.
+    Local(LocalStore),
+    /// DynamoDB, SQS, S3 and EventBridge Scheduler.
+    Aws(AwsBackend),
 }
 
 /// A model that takes a fixed time to answer, like a real one.
@@ -129,11 +146,22 @@ impl Model for Delayed {
     }
 }
 
-/// The embedded runtime, opened but not yet started.
+/// (sessions, tasks, mailbox, inbox, blobs, scheduler)
+type PortSet = (
+    Arc<dyn aos_kernel::ports::SessionStore>,
+    Arc<dyn aos_kernel::ports::TaskStore>,
+    Arc<dyn Mailbox>,
+    Arc<dyn Inbox>,
+    Arc<dyn aos_kernel::ports::BlobStore>,
+    Arc<dyn aos_kernel::ports::Scheduler>,
+);
+
+/// The local runtime, opened but not yet started.
 #[derive(Clone)]
 pub struct Runtime {
     kernel: Kernel,
-    store: LocalStore,
+    backend: Backend,
+    inbox: Arc<dyn Inbox>,
     bells: Arc<Doorbells>,
     config: RuntimeConfig,
     metrics: Arc<Metrics>,
@@ -171,6 +199,49 @@ impl Runtime {
             },
             clock.clone(),
         )?;
+        let s = Arc::new(store.clone());
+        Self::assemble(
+            config,
+            catalog,
+            Backend::Local(store),
+            (s.clone(), s.clone(), s.clone(), s.clone(), s.clone(), s),
+            clock,
+        )
+    }
+
+    /// Builds the kernel with the reference agents on the AWS adapters.
+    pub fn open_aws(config: RuntimeConfig, aws: AwsBackend) -> anyhow::Result<Self> {
+        let catalog = Catalog::new(reference_agents()?)?;
+        Self::open_aws_with(config, catalog, aws)
+    }
+
+    /// Builds the kernel for `catalog` on the AWS adapters.
+    pub fn open_aws_with(
+        config: RuntimeConfig,
+        catalog: Catalog,
+        aws: AwsBackend,
+    ) -> anyhow::Result<Self> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let store = Arc::new(aws.store.clone());
+        let queues = Arc::new(aws.queues.clone());
+        let parts: PortSet = (
+            store.clone(),
+            store,
+            queues.clone(),
+            queues,
+            Arc::new(aws.blobs.clone()),
+            Arc::new(aws.scheduler.clone()),
+        );
+        Self::assemble(config, catalog, Backend::Aws(aws), parts, clock)
+    }
+
+    fn assemble(
+        config: RuntimeConfig,
+        catalog: Catalog,
+        backend: Backend,
+        (sessions, tasks, mailbox, inbox, blobs, scheduler): PortSet,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let bells = Arc::new(Doorbells::default());
         let mut model: Arc<dyn Model> = Arc::new(OfflineModel::new(&catalog));
         if config.model_latency_ms > 0 {
@@ -180,14 +251,14 @@ impl Runtime {
             });
         }
         let ports = Ports {
-            sessions: Arc::new(store.clone()),
-            tasks: Arc::new(store.clone()),
+            sessions,
+            tasks,
             mailbox: Arc::new(RingingMailbox {
-                store: store.clone(),
+                inner: mailbox,
                 bells: bells.clone(),
             }),
-            blobs: Arc::new(store.clone()),
-            scheduler: Arc::new(store.clone()),
+            blobs,
+            scheduler,
             model,
             clock,
         };
@@ -199,7 +270,8 @@ impl Runtime {
         )?;
         Ok(Self {
             kernel,
-            store,
+            backend,
+            inbox,
             bells,
             config,
             metrics: Arc::new(Metrics::default()),
@@ -209,19 +281,23 @@ impl Runtime {
     pub fn kernel(&self) -> &Kernel {
         &self.kernel
     }
-    pub fn store(&self) -> &LocalStore {
-        &self.store
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
     pub fn inbox(&self) -> Arc<dyn Inbox> {
-        Arc::new(self.store.clone())
+        self.inbox.clone()
     }
 
     /// Recovers from an earlier stop and starts the trigger loops and the scheduler.
     pub async fn start(&self) -> anyhow::Result<RunningRuntime> {
-        let released = self.store.release_all_in_flight()?;
+        // On AWS, messages in flight come back when their visibility timeout expires.
+        let released = match &self.backend {
+            Backend::Local(store) => store.release_all_in_flight()?,
+            Backend::Aws(_) => 0,
+        };
         let resent = self.kernel.recover().await?;
         if released + resent as u64 > 0 {
             tracing::info!(released, resent, "recovered work from an earlier run");
@@ -236,9 +312,11 @@ impl Runtime {
                 workers.spawn(async move { rt.trigger_loop(name, stop).await });
             }
         }
-        let rt = self.clone();
-        let stop = stop_rx.clone();
-        workers.spawn(async move { rt.scheduler_pump(stop).await });
+        if matches!(self.backend, Backend::Local(_)) || self.config.deliver_schedules {
+            let rt = self.clone();
+            let stop = stop_rx.clone();
+            workers.spawn(async move { rt.scheduler_pump(stop).await });
+        }
         Ok(RunningRuntime {
             stop: stop_tx,
             workers,
@@ -248,7 +326,21 @@ impl Runtime {
 
     async fn trigger_loop(self, agent: String, mut stop: watch::Receiver<bool>) {
         let bell = self.bells.get(&agent);
-        let arn = Self::queue_arn(&agent);
+        let arn = loop {
+            match self.queue_arn_of(&agent).await {
+                Ok(arn) => break arn,
+                Err(e) => {
+                    tracing::warn!(%agent, error = %e, "cannot find the agent's queue; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => {}
+                    }
+                    if *stop.borrow() {
+                        return;
+                    }
+                }
+            }
+        };
         let idle = Duration::from_millis(self.config.poll_ms);
         while !*stop.borrow() {
             // Register for the doorbell before looking, so a send between the empty
@@ -278,7 +370,7 @@ impl Runtime {
     /// failed. Returns how many messages were received.
     pub async fn poll_batch(&self, agent: &str, arn: &str) -> Result<usize, PortError> {
         let batch = self
-            .store
+            .inbox
             .receive(agent, self.config.batch_size, self.config.visibility_ms)
             .await?;
         if batch.is_empty() {
@@ -324,28 +416,45 @@ impl Runtime {
                 // Lambda would wait out the visibility timeout; retry sooner, with
                 // backoff, so local runs recover quickly.
                 let delay = (250u64 << msg.receive_count.min(7)).min(self.config.visibility_ms);
-                if let Err(e) = self.store.release(agent, &msg.receipt, delay).await {
+                if let Err(e) = self.inbox.release(agent, &msg.receipt, delay).await {
                     tracing::warn!(%agent, error = %e, "could not release a message; it comes back after its visibility timeout");
                 }
             } else {
                 done.push(msg.receipt.clone());
             }
         }
-        if let Err(e) = self.store.delete_batch(agent, &done).await {
+        if let Err(e) = self.inbox.delete_batch(agent, &done).await {
             tracing::warn!(%agent, error = %e, "could not delete processed messages; they come back and are deduplicated");
         }
         Ok(batch.len())
     }
 
-    /// The queue ARN the local runtime puts in the SQS records it builds.
+    /// The queue ARN the embedded runtime puts in the SQS records it builds.
     pub fn queue_arn(agent: &str) -> String {
         format!("arn:aws:sqs:local:000000000000:aos-{agent}.fifo")
     }
 
+    /// The ARN of `agent`'s queue on this runtime's backend.
+    pub async fn queue_arn_of(&self, agent: &str) -> Result<String, PortError> {
+        match &self.backend {
+            Backend::Local(_) => Ok(Self::queue_arn(agent)),
+            Backend::Aws(aws) => Ok(aws.queues.queue(agent).await?.arn),
+        }
+    }
+
     async fn scheduler_pump(self, mut stop: watch::Receiver<bool>) {
-        let tick = Duration::from_millis(200);
+        // ListSchedules on every tick costs a call; the embedded store's query does not.
+        let tick = match self.backend {
+            Backend::Local(_) => Duration::from_millis(200),
+            Backend::Aws(_) => Duration::from_secs(1),
+        };
         while !*stop.borrow() {
-            match self.store.deliver_due(self.kernel.now_ms()).await {
+            let now = self.kernel.now_ms();
+            let due = match &self.backend {
+                Backend::Local(store) => store.deliver_due(now).await,
+                Backend::Aws(aws) => aws.scheduler.deliver_due(now).await,
+            };
+            match due {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::debug!(n, "delivered scheduled wake-ups");

@@ -6,7 +6,9 @@
 //!    loop uses (receive, wake, delete), so each wake includes its queue work;
 //! 2. end-to-end three-agent tasks per second through the running local runtime.
 //!
-//! It also prints peak resident memory.
+//! It also prints peak resident memory. `aos bench --backend aws` instead runs the
+//! AWS adapters against moto server and prints AWS calls per wake by operation and the
+//! cost per million wakes they imply.
 
 use crate::runtime::{Runtime, RuntimeConfig};
 use aos_kernel::TaskStatus;
@@ -181,4 +183,227 @@ pub fn rss_kib() -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Public on-demand prices in us-east-1 (USD), used to turn calls into cost.
+pub mod prices {
+    /// DynamoDB on-demand, per write request unit (1 KB; 2 units per KB in a
+    /// transaction).
+    pub const DYNAMODB_WRU: f64 = 0.625 / 1e6;
+    /// DynamoDB on-demand, per read request unit (4 KB strongly consistent).
+    pub const DYNAMODB_RRU: f64 = 0.125 / 1e6;
+    /// SQS FIFO, per request (each 64 KB of a request counts as one).
+    pub const SQS_FIFO_REQUEST: f64 = 0.50 / 1e6;
+    /// Lambda, per invocation.
+    pub const LAMBDA_REQUEST: f64 = 0.20 / 1e6;
+    /// Lambda arm64, per GB-second.
+    pub const LAMBDA_GB_SECOND: f64 = 0.000_013_333_4;
+}
+
+/// What the AWS backend benchmark measured.
+#[derive(Clone, Debug)]
+pub struct AwsBench {
+    pub tasks: usize,
+    pub wakes: u64,
+    pub seconds: f64,
+    /// Calls the wakes made, by operation (the wake's own path).
+    pub wake_calls: std::collections::BTreeMap<String, u64>,
+    /// Calls of the trigger loop (Lambda's event source mapping on AWS).
+    pub trigger_calls: std::collections::BTreeMap<String, u64>,
+    /// HTTP attempts minus calls: the SDK's retries.
+    pub retries: u64,
+    /// Write and read request units per wake, estimated from the stored item sizes.
+    pub wru_per_wake: f64,
+    pub rru_per_wake: f64,
+    /// Records per Lambda invocation (the event source mapping's batches).
+    pub records_per_batch: f64,
+}
+
+/// Operations only the trigger loop makes (Lambda's event source mapping on AWS).
+pub const TRIGGER_OPS: [&str; 5] = [
+    "SQS.ReceiveMessage",
+    "SQS.DeleteMessage",
+    "SQS.DeleteMessageBatch",
+    "SQS.ChangeMessageVisibility",
+    "SQS.ChangeMessageVisibilityBatch",
+];
+
+impl AwsBench {
+    pub fn per_wake(&self, calls: u64) -> f64 {
+        calls as f64 / self.wakes.max(1) as f64
+    }
+
+    /// USD per million wakes, excluding the model: (DynamoDB, SQS, Lambda requests).
+    pub fn cost_per_million(&self) -> (f64, f64, f64) {
+        let m = 1e6;
+        let dynamo = m
+            * (self.wru_per_wake * prices::DYNAMODB_WRU + self.rru_per_wake * prices::DYNAMODB_RRU);
+        let sqs_requests: u64 = self
+            .wake_calls
+            .iter()
+            .chain(self.trigger_calls.iter())
+            .filter(|(op, _)| op.starts_with("SQS."))
+            .map(|(_, n)| *n)
+            .sum();
+        let sqs = m * self.per_wake(sqs_requests) * prices::SQS_FIFO_REQUEST;
+        let lambda = m * prices::LAMBDA_REQUEST / self.records_per_batch.max(1.0);
+        (dynamo, sqs, lambda)
+    }
+}
+
+/// DynamoDB's size of an attribute value, in bytes (names are added by the caller).
+fn value_size(v: &aos_aws::aws_sdk_dynamodb::types::AttributeValue) -> usize {
+    use aos_aws::aws_sdk_dynamodb::types::AttributeValue as A;
+    match v {
+        A::S(s) => s.len(),
+        A::N(n) => n.len() / 2 + 2,
+        A::B(b) => b.as_ref().len(),
+        A::Bool(_) | A::Null(_) => 1,
+        A::L(l) => 3 + l.iter().map(|x| 1 + value_size(x)).sum::<usize>(),
+        A::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, x)| 1 + k.len() + value_size(x))
+                .sum::<usize>()
+        }
+        A::Ss(s) => s.iter().map(String::len).sum(),
+        A::Ns(n) => n.iter().map(|x| x.len() / 2 + 2).sum(),
+        _ => 0,
+    }
+}
+
+/// The AWS backend against moto: drains `tasks` demo tasks through the same trigger
+/// path as `aos dev --backend aws` and counts every AWS call by operation.
+pub async fn aws(
+    aws: aos_aws::AwsBackend,
+    tasks: usize,
+    progress: bool,
+) -> anyhow::Result<AwsBench> {
+    let mut cfg = config(Path::new("unused.db"));
+    cfg.batch_size = 10;
+    let counter = aws.counter().clone();
+    let table = aws.settings.table.clone();
+    let dynamodb = aws.clients.dynamodb.clone();
+    let rt = Runtime::open_aws(cfg, aws)?;
+    let agents: Vec<String> = rt
+        .kernel()
+        .catalog()
+        .agents()
+        .map(|a| a.name.to_string())
+        .collect();
+    let mut arns = Vec::new();
+    for a in &agents {
+        arns.push(rt.queue_arn_of(a).await?);
+    }
+    for i in 0..tasks {
+        rt.kernel().submit("primary", DEMO, None).await?;
+        if progress && i % 20 == 0 {
+            eprint!("\r  submitting {i}/{tasks}…");
+        }
+    }
+    let before = counter.snapshot();
+    let start = Instant::now();
+    let mut batches = 0u64;
+    loop {
+        let mut received = 0;
+        for (agent, arn) in agents.iter().zip(&arns) {
+            let n = rt.poll_batch(agent, arn).await?;
+            if n > 0 {
+                batches += 1;
+            }
+            received += n;
+        }
+        if received == 0 {
+            break;
+        }
+        if progress {
+            eprint!("\r  draining: {} wakes…            ", rt.metrics().wakes());
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    if progress {
+        eprint!("\r{:60}\r", "");
+    }
+    let used = counter.snapshot().since(&before);
+    let done = rt
+        .kernel()
+        .ports()
+        .tasks
+        .list_tasks(Some(TaskStatus::Succeeded), usize::MAX)
+        .await?
+        .len();
+    anyhow::ensure!(done == tasks, "only {done} of {tasks} tasks succeeded");
+    let wakes = rt.metrics().applied.load(Ordering::Relaxed);
+
+    // Request units from the stored items' sizes: each wake reads its session, marker,
+    // task and memory item (1 unit per 4 KB, 1 at least) and transactionally writes its
+    // session, marker, task and events items (2 units per KB).
+    let mut sizes: std::collections::BTreeMap<&'static str, (u64, u64)> = Default::default();
+    let mut start_key = None;
+    loop {
+        let out = dynamodb
+            .scan()
+            .table_name(&table)
+            .set_exclusive_start_key(start_key.take())
+            .send()
+            .await?;
+        for item in out.items() {
+            let size: usize = item.iter().map(|(k, v)| k.len() + value_size(v)).sum();
+            let sk = item
+                .get("sk")
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str)
+                .unwrap_or("");
+            let kind = match sk {
+                "STATE" => "session",
+                "TASK" => "task",
+                "MEMORY" => "memory",
+                s if s.starts_with("A#") => "marker",
+                s if s.starts_with("E#") => "events",
+                _ => "other",
+            };
+            let e = sizes.entry(kind).or_default();
+            e.0 += 1;
+            e.1 += size as u64;
+        }
+        match out.last_evaluated_key {
+            Some(k) if !k.is_empty() => start_key = Some(k),
+            _ => break,
+        }
+    }
+    let avg = |kind: &str| {
+        sizes
+            .get(kind)
+            .map(|(n, bytes)| *bytes as f64 / (*n).max(1) as f64)
+            .unwrap_or(0.0)
+    };
+    let units = |bytes: f64, per: f64| (bytes / per).ceil().max(1.0);
+    let event_items_per_wake =
+        sizes.get("events").map(|(n, _)| *n as f64).unwrap_or(0.0) / wakes.max(1) as f64;
+    let wru_per_wake = 2.0
+        * (units(avg("session"), 1024.0)
+            + units(avg("marker"), 1024.0)
+            + units(avg("task"), 1024.0)
+            + event_items_per_wake * units(avg("events"), 1024.0));
+    let rru_per_wake = units(avg("session"), 4096.0)
+        + units(avg("marker"), 4096.0)
+        + units(avg("task"), 4096.0)
+        + units(avg("memory"), 4096.0);
+
+    let (trigger_calls, wake_calls) = used
+        .calls
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .partition(|(k, _)| TRIGGER_OPS.contains(&k.as_str()));
+    Ok(AwsBench {
+        tasks,
+        wakes,
+        seconds,
+        wake_calls,
+        trigger_calls,
+        retries: used.total_attempts().saturating_sub(used.total_calls()),
+        wru_per_wake,
+        rru_per_wake,
+        records_per_batch: wakes as f64 / batches.max(1) as f64,
+    })
 }

@@ -60,6 +60,13 @@ enum Command {
         /// Trigger workers per agent for the end-to-end figure.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// `aws`: the AWS adapters against moto server (started here): AWS calls per
+        /// wake and cost per million wakes.
+        #[arg(long, value_enum, default_value = "local")]
+        backend: BackendKind,
+        /// Tasks for the AWS backend figures (5 wakes each).
+        #[arg(long, default_value_t = 40)]
+        aws_tasks: usize,
     },
     /// List the agents.
     Agents {
@@ -232,9 +239,14 @@ fn main() -> anyhow::Result<()> {
         tasks,
         e2e_tasks,
         concurrency,
+        backend,
+        aws_tasks,
     } = cli.command
     {
-        return run_bench(tasks, e2e_tasks, concurrency);
+        return match backend {
+            BackendKind::Local => run_bench(tasks, e2e_tasks, concurrency),
+            BackendKind::Aws => run_aws_bench(aws_tasks),
+        };
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -503,5 +515,59 @@ fn run_bench(tasks: usize, e2e_tasks: usize, concurrency: usize) -> anyhow::Resu
         now as f64 / 1024.0
     );
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn run_aws_bench(tasks: usize) -> anyhow::Result<()> {
+    println!(
+        "AOS bench — AWS adapters (official SDK) against moto server, offline model and tools"
+    );
+    eprintln!("  starting moto server (installed once into its own virtualenv)…");
+    let moto = aos_aws::emulator::Moto::start_default()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let b = rt.block_on(async {
+        let sdk = aos_aws::emulator_sdk_config(moto.endpoint()).await;
+        let aws = aos_aws::AwsBackend::new(
+            aos_aws::AwsClients::new(&sdk),
+            aos_aws::AwsSettings::default(),
+            std::sync::Arc::new(aos_kernel::ports::SystemClock),
+        );
+        aos_aws::provision(&aws, &["primary", "weather", "finance"]).await?;
+        bench::aws(aws, tasks, true).await
+    })?;
+    println!(
+        "{} wakes of {} three-agent tasks in {:.2} s against the emulator ({:.0} wakes/s; moto's speed, not AWS's)",
+        b.wakes,
+        b.tasks,
+        b.seconds,
+        b.wakes as f64 / b.seconds.max(1e-9)
+    );
+    println!("AWS calls per wake, the wake's own path:");
+    for (op, n) in &b.wake_calls {
+        println!("  {op:<34} {:>6.2}  ({n} in all)", b.per_wake(*n));
+    }
+    println!("AWS calls per wake, the trigger (Lambda's event source mapping on AWS):");
+    for (op, n) in &b.trigger_calls {
+        println!("  {op:<34} {:>6.2}  ({n} in all)", b.per_wake(*n));
+    }
+    println!(
+        "SDK retries: {}; records per batch: {:.1}",
+        b.retries, b.records_per_batch
+    );
+    let (dynamo, sqs, lambda) = b.cost_per_million();
+    println!(
+        "request units per wake (from stored item sizes): {:.1} WRU, {:.1} RRU",
+        b.wru_per_wake, b.rru_per_wake
+    );
+    println!(
+        "cost per million wakes at us-east-1 on-demand prices, excluding the model: DynamoDB ${dynamo:.2} + SQS FIFO ${sqs:.2} + Lambda requests ${lambda:.2} = ${:.2}",
+        dynamo + sqs + lambda
+    );
+    println!(
+        "  (plus Lambda duration: at 128 MB arm64, each 100 ms of wake adds ${:.2} per million wakes)",
+        1e6 * 0.125 * 0.1 * bench::prices::LAMBDA_GB_SECOND
+    );
     Ok(())
 }

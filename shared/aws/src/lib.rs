@@ -20,6 +20,7 @@ mod s3;
 mod scheduler;
 mod sqs;
 
+pub use aws_sdk_dynamodb;
 pub use counter::{CallCounter, CallCounts};
 pub use dynamo::{
     APPLIED_TTL_SECS, DynamoStore, GSI, GSI_PK, GSI_SK, ITEM_VALUE_LIMIT, MEMORY_KEEP,

@@ -129,7 +129,7 @@ pub enum Backend {
     /// One SQLite file.
     Local(LocalStore),
     /// DynamoDB, SQS, S3 and EventBridge Scheduler.
-    Aws(AwsBackend),
+    Aws(Box<AwsBackend>),
 }
 
 /// A model that takes a fixed time to answer, like a real one.
@@ -232,7 +232,7 @@ impl Runtime {
             Arc::new(aws.blobs.clone()),
             Arc::new(aws.scheduler.clone()),
         );
-        Self::assemble(config, catalog, Backend::Aws(aws), parts, clock)
+        Self::assemble(config, catalog, Backend::Aws(Box::new(aws)), parts, clock)
     }
 
     fn assemble(

@@ -29,7 +29,7 @@ type Item = HashMap<String, AttributeValue>;
 /// Attribute names of the table's keys and of its one index.
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";
-pub const GSI: &str = "by-status";
+pub const GSI: &str = "gsi1";
 pub const GSI_PK: &str = "gsi1pk";
 pub const GSI_SK: &str = "gsi1sk";
 /// Epoch seconds after which DynamoDB's TTL may delete the item.
@@ -482,7 +482,7 @@ impl DynamoStore {
             match self.transact(actions).await? {
                 TxOutcome::Done => return Ok(()),
                 TxOutcome::Failed(failed) => {
-                    if !task_at.is_some_and(|t| failed == [t]) {
+                    if task_at.is_none_or(|t| failed != [t]) {
                         return Err(PortError::Conflict);
                     }
                     part = match part {
@@ -772,7 +772,7 @@ impl TaskStore for DynamoStore {
                 tasks.push(task_from_item(item)?);
             }
         }
-        tasks.sort_by(|a, b| b.id.cmp(&a.id));
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.id));
         tasks.truncate(limit);
         Ok(tasks)
     }

@@ -178,8 +178,12 @@ fn install(venv: &Path, python: &Path, marker: &Path) -> Result<(), String> {
     if marker.exists() {
         return Ok(());
     }
-    eprintln!(
-        "aos: installing moto[server]=={MOTO_VERSION} (the AWS emulator) into {} — once",
+    // Straight to the terminal: test harnesses capture `eprintln!`, and a person
+    // waiting on a minute of pip should know why.
+    let started = Instant::now();
+    let _ = writeln!(
+        std::io::stderr(),
+        "aos: installing moto[server]=={MOTO_VERSION} (the AWS emulator) into {} — once, about a minute",
         venv.display()
     );
     if !python.exists() {
@@ -194,5 +198,11 @@ fn install(venv: &Path, python: &Path, marker: &Path) -> Result<(), String> {
         "--disable-pip-version-check",
         &format!("moto[server]=={MOTO_VERSION}"),
     ]))?;
-    std::fs::write(marker, MOTO_VERSION).map_err(|e| e.to_string())
+    std::fs::write(marker, MOTO_VERSION).map_err(|e| e.to_string())?;
+    let _ = writeln!(
+        std::io::stderr(),
+        "aos: moto installed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

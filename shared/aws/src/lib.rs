@@ -29,7 +29,7 @@ pub use dynamo::{
 pub use provision::provision;
 pub use s3::S3Blobs;
 pub use scheduler::{EventScheduler, at_expression, parse_at_expression, schedule_name};
-pub use sqs::{QueueRef, QueueSettings, SQS_MESSAGE_LIMIT, SqsQueues};
+pub use sqs::{QueueRef, QueueSettings, SQS_MESSAGE_LIMIT, SqsQueues, arn_from_url};
 
 use aos_kernel::ports::Clock;
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -73,12 +73,19 @@ impl AwsSettings {
     pub fn from_env() -> Self {
         let d = Self::default();
         let var = |k: &str, default: String| std::env::var(k).unwrap_or(default);
-        let urls: HashMap<String, String> = std::env::vars()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("AOS_QUEUE_URL_")
-                    .map(|agent| (agent.to_lowercase().replace('_', "-"), v))
-            })
-            .collect();
+        let by_agent = |prefix: &str| -> HashMap<String, String> {
+            std::env::vars()
+                .filter_map(|(k, v)| {
+                    k.strip_prefix(prefix)
+                        .map(|agent| (agent.to_lowercase().replace('_', "-"), v))
+                })
+                .collect()
+        };
+        let urls = by_agent("AOS_QUEUE_URL_");
+        let mut dlq_urls = by_agent("AOS_DLQ_URL_");
+        if let (Ok(agent), Ok(url)) = (std::env::var("AOS_AGENT"), std::env::var("AOS_DLQ_URL")) {
+            dlq_urls.entry(agent).or_insert(url);
+        }
         Self {
             table: var("AOS_TABLE", d.table),
             bucket: var("AOS_BUCKET", d.bucket),
@@ -87,6 +94,7 @@ impl AwsSettings {
             queues: QueueSettings {
                 prefix: var("AOS_QUEUE_PREFIX", d.queues.prefix),
                 urls,
+                dlq_urls,
                 ..d.queues
             },
         }

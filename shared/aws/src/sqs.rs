@@ -43,7 +43,25 @@ const REASON_LIMIT: usize = 4096;
 pub struct QueueRef {
     pub url: String,
     pub arn: String,
-    pub dlq_url: String,
+    /// Looked up on first use when not configured.
+    pub dlq_url: Option<String>,
+}
+
+/// `arn:<partition>:sqs:<region>:<account>:<name>` for an SQS endpoint URL.
+pub fn arn_from_url(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://sqs.")?;
+    let (host, path) = rest.split_once('/')?;
+    let region = host.split('.').next()?;
+    let (account, name) = path.trim_end_matches('/').split_once('/')?;
+    let partition = if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    };
+    (!region.is_empty() && !account.is_empty() && !name.is_empty() && !name.contains('/'))
+        .then(|| format!("arn:{partition}:sqs:{region}:{account}:{name}"))
 }
 
 /// How queues are found and, against an emulator, created.
@@ -54,6 +72,9 @@ pub struct QueueSettings {
     /// Explicit queue URLs by agent (from `AOS_QUEUE_URL_<AGENT>`), which win over
     /// names.
     pub urls: HashMap<String, String>,
+    /// Explicit dead-letter queue URLs by agent (`AOS_DLQ_URL_<AGENT>`, or
+    /// `AOS_DLQ_URL` for the function's own `AOS_AGENT`).
+    pub dlq_urls: HashMap<String, String>,
     /// Create missing queues (with their DLQ and redrive policy) on first use. For
     /// emulators and development; on AWS the template creates them.
     pub create_missing: bool,
@@ -69,6 +90,7 @@ impl Default for QueueSettings {
         Self {
             prefix: "aos-".into(),
             urls: HashMap::new(),
+            dlq_urls: HashMap::new(),
             create_missing: false,
             max_receives: 5,
             visibility_secs: 30,
@@ -235,19 +257,21 @@ impl SqsQueues {
     }
 
     async fn find_or_create(&self, agent: &str) -> Result<QueueRef, PortError> {
-        let explicit = self.settings.urls.get(agent).cloned();
         let name = self.queue_name(agent);
         let dlq_name = self.dlq_name(agent);
+        let explicit = self.settings.urls.get(agent).cloned();
+        let explicit_dlq = self.settings.dlq_urls.get(agent).cloned();
         let url = match explicit {
             Some(url) => Some(url),
             None => self.url_of(&name).await?,
         };
-        let dlq_url = self.url_of(&dlq_name).await?;
-        if let (Some(url), Some(dlq_url)) = (&url, &dlq_url) {
+        if let Some(url) = url {
+            // On Lambda the URLs come from the template and the ARNs follow from them,
+            // so a wake needs no lookups; the dead-letter queue is looked up when used.
             return Ok(QueueRef {
-                arn: self.arn_of(url).await?,
-                url: url.clone(),
-                dlq_url: dlq_url.clone(),
+                arn: self.arn_for(&url).await?,
+                url,
+                dlq_url: explicit_dlq,
             });
         }
         if !self.settings.create_missing {
@@ -266,7 +290,7 @@ impl SqsQueues {
                 ),
             ])
         };
-        let dlq_url = match dlq_url {
+        let dlq_url = match self.url_of(&dlq_name).await? {
             Some(u) => u,
             None => {
                 let mut attrs = fifo();
@@ -275,30 +299,58 @@ impl SqsQueues {
             }
         };
         let dlq_arn = self.arn_of(&dlq_url).await?;
-        let url = match url {
-            Some(u) => u,
-            None => {
-                let mut attrs = fifo();
-                attrs.insert(
-                    QueueAttributeName::VisibilityTimeout,
-                    self.settings.visibility_secs.to_string(),
-                );
-                attrs.insert(
-                    QueueAttributeName::RedrivePolicy,
-                    serde_json::json!({
-                        "deadLetterTargetArn": dlq_arn,
-                        "maxReceiveCount": self.settings.max_receives,
-                    })
-                    .to_string(),
-                );
-                self.create(&name, attrs).await?
-            }
-        };
+        let mut attrs = fifo();
+        attrs.insert(
+            QueueAttributeName::VisibilityTimeout,
+            self.settings.visibility_secs.to_string(),
+        );
+        attrs.insert(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({
+                "deadLetterTargetArn": dlq_arn,
+                "maxReceiveCount": self.settings.max_receives,
+            })
+            .to_string(),
+        );
+        let url = self.create(&name, attrs).await?;
         Ok(QueueRef {
             arn: self.arn_of(&url).await?,
             url,
-            dlq_url,
+            dlq_url: Some(dlq_url),
         })
+    }
+
+    /// The queue's ARN: from an SQS URL (`https://sqs.<region>.amazonaws.com/<account>/
+    /// <name>`) without a call, else asked of the service.
+    async fn arn_for(&self, url: &str) -> Result<String, PortError> {
+        match arn_from_url(url) {
+            Some(arn) => Ok(arn),
+            None => self.arn_of(url).await,
+        }
+    }
+
+    /// The URL of the agent's dead-letter queue.
+    async fn dlq_url(&self, agent: &str) -> Result<String, PortError> {
+        let q = self.queue(agent).await?;
+        if let Some(u) = q.dlq_url {
+            return Ok(u);
+        }
+        let name = self.dlq_name(agent);
+        let url = self.url_of(&name).await?.ok_or_else(|| {
+            PortError::Rejected(format!(
+                "agent {agent} has no dead-letter queue {name} (or set AOS_DLQ_URL_{})",
+                agent.to_uppercase().replace('-', "_")
+            ))
+        })?;
+        if let Some(entry) = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(agent)
+        {
+            entry.dlq_url = Some(url.clone());
+        }
+        Ok(url)
     }
 
     /// The envelope as an SQS message body, with its body moved to S3 when the
@@ -447,7 +499,7 @@ impl Mailbox for SqsQueues {
     }
 
     async fn dead_letter(&self, agent: &str, body: &str, reason: &str) -> Result<(), PortError> {
-        let queue = self.queue(agent).await?;
+        let dlq_url = self.dlq_url(agent).await?;
         let id = ulid::Ulid::new().to_string();
         let mut text = truncate(body, SQS_MESSAGE_LIMIT - 2 * REASON_LIMIT).to_string();
         if text.len() < body.len() {
@@ -459,7 +511,7 @@ impl Mailbox for SqsQueues {
         }
         self.client
             .send_message()
-            .queue_url(&queue.dlq_url)
+            .queue_url(&dlq_url)
             .message_body(text)
             // A group per dead letter: nothing waits behind another, and listing is
             // not held up by the FIFO group lock.
@@ -610,7 +662,7 @@ impl Inbox for SqsQueues {
     /// Peeks at the dead-letter queue: receives up to `limit` messages and makes them
     /// visible again at once, so listing takes nothing away.
     async fn dead_letters(&self, agent: &str, limit: usize) -> Result<Vec<DeadLetter>, PortError> {
-        let queue = self.queue(agent).await?;
+        let dlq_url = self.dlq_url(agent).await?;
         let mut seen = Vec::new();
         let mut receipts = Vec::new();
         // Each dead letter written here has its own group; messages the queue redrove
@@ -619,7 +671,7 @@ impl Inbox for SqsQueues {
             let out = self
                 .client
                 .receive_message()
-                .queue_url(&queue.dlq_url)
+                .queue_url(&dlq_url)
                 .max_number_of_messages(10)
                 .visibility_timeout(30)
                 .wait_time_seconds(0)
@@ -682,7 +734,7 @@ impl Inbox for SqsQueues {
             if let Err(e) = self
                 .client
                 .change_message_visibility_batch()
-                .queue_url(&queue.dlq_url)
+                .queue_url(&dlq_url)
                 .set_entries(Some(entries))
                 .send()
                 .await
@@ -705,5 +757,27 @@ impl Inbox for SqsQueues {
         }
         let queue = self.queue(agent).await?;
         self.count(&queue.url).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::arn_from_url;
+
+    #[test]
+    fn arns_follow_from_sqs_urls() {
+        assert_eq!(
+            arn_from_url("https://sqs.eu-west-1.amazonaws.com/123456789012/aos-primary.fifo")
+                .as_deref(),
+            Some("arn:aws:sqs:eu-west-1:123456789012:aos-primary.fifo")
+        );
+        assert_eq!(
+            arn_from_url("https://sqs.cn-north-1.amazonaws.com.cn/123456789012/q.fifo").as_deref(),
+            Some("arn:aws-cn:sqs:cn-north-1:123456789012:q.fifo")
+        );
+        assert_eq!(
+            arn_from_url("http://127.0.0.1:5000/123456789012/q.fifo"),
+            None
+        );
     }
 }

@@ -153,18 +153,20 @@ impl Common {
             BackendKind::Aws => {
                 let clock: std::sync::Arc<dyn aos_kernel::ports::Clock> =
                     std::sync::Arc::new(aos_kernel::ports::SystemClock);
+                let mut settings = aos_aws::AwsSettings::from_env();
+                settings.queues.max_receives = self.max_receives;
                 let (aws, moto) = if self.emulator {
                     let moto = tokio::task::spawn_blocking(aos_aws::emulator::Moto::start_default)
                         .await??;
                     let sdk = aos_aws::emulator_sdk_config(moto.endpoint()).await;
-                    let aws = aos_aws::AwsBackend::new(
-                        aos_aws::AwsClients::new(&sdk),
-                        aos_aws::AwsSettings::from_env(),
-                        clock,
-                    );
+                    let aws =
+                        aos_aws::AwsBackend::new(aos_aws::AwsClients::new(&sdk), settings, clock);
                     (aws, Some(moto))
                 } else {
-                    (aos_aws::AwsBackend::from_env(clock).await, None)
+                    let sdk = aos_aws::load_sdk_config().await;
+                    let aws =
+                        aos_aws::AwsBackend::new(aos_aws::AwsClients::new(&sdk), settings, clock);
+                    (aws, None)
                 };
                 let endpoint = match &moto {
                     Some(m) => Some(m.endpoint().to_string()),

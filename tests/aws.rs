@@ -271,3 +271,48 @@ fn aos_run_on_the_aws_backend_follows_aws_endpoint_url() {
         "the AWS backend writes no embedded store"
     );
 }
+
+/// A message no agent can read, put on the primary queue by hand: the trigger loop
+/// hands it to the same batch handler Lambda calls, which parks it on the agent's
+/// dead-letter queue with a reason; the stack keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_on_the_aws_backend_is_dead_lettered_and_the_stack_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let aws = aws_backend().await;
+    let primary = aws.queues.queue("primary").await.unwrap();
+    aws.clients
+        .sqs
+        .send_message()
+        .queue_url(&primary.url)
+        .message_body("{this is not an envelope")
+        .message_group_id("poison")
+        .message_deduplication_id("poison-1")
+        .send()
+        .await
+        .unwrap();
+    let rt = Runtime::open_aws(config(dir.path().join("unused.db")), aws).unwrap();
+    let (task, _) = run_to_end(&rt, "What is 1250 EUR in USD?").await;
+    assert_eq!(
+        task.status,
+        TaskStatus::Succeeded,
+        "the stack keeps serving: {task:?}"
+    );
+    let dead = rt.inbox().dead_letters("primary", 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "the poison message is parked: {dead:?}");
+    assert_eq!(dead[0].body, "{this is not an envelope", "with its body");
+    assert!(
+        dead[0].reason.contains("not") || dead[0].reason.contains("parse"),
+        "and a reason a person can read: {:?}",
+        dead[0].reason
+    );
+    assert_eq!(
+        rt.inbox().depth("primary").await.unwrap(),
+        0,
+        "nothing is left on the queue"
+    );
+    assert_eq!(
+        rt.inbox().dead_letters("primary", 10).await.unwrap().len(),
+        1,
+        "listing dead letters takes nothing away"
+    );
+}

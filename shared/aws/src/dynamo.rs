@@ -44,8 +44,15 @@ pub const APPLIED_TTL_SECS: u64 = 15 * 24 * 3600;
 /// Memory notes kept per agent; older ones are compacted away once the list holds
 /// twice this many.
 pub const MEMORY_KEEP: usize = 128;
-/// Longest memory note, so the agent's memory item stays far below 400 KB.
-pub const MEMORY_NOTE_LIMIT: usize = 1024;
+/// Longest memory note as stored (JSON), so the agent's memory item stays far below
+/// 400 KB. The kernel's `remember` tool refuses notes over 1,000 characters first.
+pub const MEMORY_NOTE_LIMIT: usize = 1536;
+/// Notes removed by one compaction at most (DynamoDB expressions are at most 4 KB).
+const MEMORY_COMPACT_MAX: usize = 200;
+
+/// A task's result or error too big for its item is stored in S3, and the attribute
+/// holds this prefix and the key.
+const S3_REF: &str = "\u{0}aos-s3:";
 
 const STATUSES: [TaskStatus; 6] = [
     TaskStatus::Queued,
@@ -285,7 +292,22 @@ fn event_items(task: TaskId, events: &[Event]) -> Result<Vec<Item>, PortError> {
     let mut chunks: Vec<Vec<(&Event, String)>> = Vec::new();
     let mut size = 0;
     for e in events {
-        let text = encode("event", e)?;
+        let mut text = encode("event", e)?;
+        if text.len() > ITEM_VALUE_LIMIT / 2 {
+            // A timeline entry that big is an answer or a reason quoting a body; the
+            // task keeps the full text, the timeline a preview.
+            let mut short = e.clone();
+            let mut end = e.detail.len().min(64 * 1024);
+            while !short.detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            short.detail = format!(
+                "{}… [{} bytes omitted from the timeline]",
+                &e.detail[..end],
+                e.detail.len() - end
+            );
+            text = encode("event", &short)?;
+        }
         if chunks.is_empty() || size + text.len() > ITEM_VALUE_LIMIT {
             chunks.push(Vec::new());
             size = 0;
@@ -306,22 +328,6 @@ fn event_items(task: TaskId, events: &[Event]) -> Result<Vec<Item>, PortError> {
             Some(item)
         })
         .collect())
-}
-
-/// The indexes of the transaction's actions whose condition failed, when a
-/// `TransactWriteItems` was cancelled for that reason.
-fn failed_conditions(e: &TransactWriteItemsError) -> Option<Vec<usize>> {
-    match e {
-        TransactWriteItemsError::TransactionCanceledException(c) => Some(
-            c.cancellation_reasons()
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
-                .map(|(i, _)| i)
-                .collect(),
-        ),
-        _ => None,
-    }
 }
 
 /// What a failed transaction means for the caller.
@@ -350,38 +356,83 @@ impl DynamoStore {
         &self.table
     }
 
+    /// Runs a transaction. A failed condition is reported by action index. A
+    /// cancellation for any other reason — another transaction on the same items (the
+    /// shared task item makes that common in a fan-out), throttling — is retried here
+    /// with jittered backoff: the conditions are checked again, so this is safe, and it
+    /// spares the kernel a re-run of the whole wake (model calls included).
     async fn transact(&self, actions: Vec<TransactWriteItem>) -> Result<TxOutcome, PortError> {
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(actions))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(TxOutcome::Done),
-            Err(e) => {
-                if let Some(service) = e.as_service_error() {
-                    if let Some(failed) = failed_conditions(service) {
-                        if !failed.is_empty() {
-                            return Ok(TxOutcome::Failed(failed));
-                        }
-                        // Cancelled for another reason: a concurrent transaction on
-                        // the same items is the usual one. Re-reading is the cure.
-                        if service.to_string().contains("TransactionConflict")
-                            || service
-                                .message()
-                                .is_some_and(|m| m.contains("TransactionConflict"))
-                        {
-                            return Err(PortError::Conflict);
-                        }
+        const ATTEMPTS: u32 = 6;
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                let base = 20u64 << attempt.min(6);
+                let jitter = u64::from(ulid::Ulid::new().random() as u16) % base;
+                tokio::time::sleep(std::time::Duration::from_millis(base / 2 + jitter)).await;
+            }
+            let err = match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(actions.clone()))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(TxOutcome::Done),
+                Err(e) => e,
+            };
+            let Some(service) = err.as_service_error() else {
+                return Err(sdk_error("DynamoDB TransactWriteItems", err));
+            };
+            match service {
+                TransactWriteItemsError::TransactionCanceledException(c) => {
+                    let reasons = c.cancellation_reasons();
+                    let failed: Vec<usize> = reasons
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                        .map(|(i, _)| i)
+                        .collect();
+                    if !failed.is_empty() {
+                        return Ok(TxOutcome::Failed(failed));
                     }
-                    if is_code(service.code(), &["TransactionConflictException"]) {
-                        return Err(PortError::Conflict);
+                    let codes: Vec<&str> = reasons
+                        .iter()
+                        .filter_map(|r| r.code())
+                        .filter(|c| *c != "None")
+                        .collect();
+                    let transient = codes.iter().all(|c| {
+                        matches!(
+                            *c,
+                            "TransactionConflict"
+                                | "ThrottlingError"
+                                | "ProvisionedThroughputExceeded"
+                                | "RequestLimitExceeded"
+                        )
+                    });
+                    if !transient {
+                        return Err(PortError::Rejected(format!(
+                            "DynamoDB TransactWriteItems cancelled: {}",
+                            codes.join(", ")
+                        )));
                     }
+                    last = codes.join(", ");
                 }
-                Err(sdk_error("DynamoDB TransactWriteItems", e))
+                _ if is_code(
+                    service.code(),
+                    &[
+                        "TransactionConflictException",
+                        "TransactionInProgressException",
+                    ],
+                ) =>
+                {
+                    last = service.code().unwrap_or_default().to_string();
+                }
+                _ => return Err(sdk_error("DynamoDB TransactWriteItems", err)),
             }
         }
+        Err(PortError::Unavailable(format!(
+            "DynamoDB TransactWriteItems kept being cancelled ({last}) after {ATTEMPTS} attempts"
+        )))
     }
 
     fn put(&self, item: Item, condition: Option<&str>) -> Result<TransactWriteItem, PortError> {
@@ -433,11 +484,55 @@ impl DynamoStore {
             .map_err(|_| PortError::Corrupt(format!("{name} at s3 key {k} is not UTF-8")))
     }
 
+    /// Moves a result or error too big for the task item to S3, leaving a reference.
+    async fn offload_text(
+        &self,
+        task: TaskId,
+        what: &str,
+        text: &Option<String>,
+    ) -> Result<Option<String>, PortError> {
+        match text {
+            Some(t) if t.len() > ITEM_VALUE_LIMIT / 2 => {
+                let key = format!("tasks/{task}/{what}-{}", ulid::Ulid::new());
+                self.blobs.put(&key, t.as_bytes()).await?;
+                Ok(Some(format!("{S3_REF}{key}")))
+            }
+            other => Ok(other.clone()),
+        }
+    }
+
+    /// The update with its result and error offloaded when too big for the item.
+    async fn offload_update(
+        &self,
+        task: TaskId,
+        update: &TaskUpdate,
+    ) -> Result<TaskUpdate, PortError> {
+        let mut u = update.clone();
+        u.result = self.offload_text(task, "result", &update.result).await?;
+        u.error = self.offload_text(task, "error", &update.error).await?;
+        Ok(u)
+    }
+
+    /// Reads back a result or error stored by [`Self::offload_text`].
+    async fn resolve_task(&self, mut task: Task) -> Result<Task, PortError> {
+        for field in [&mut task.result, &mut task.error] {
+            if let Some(key) = field.as_deref().and_then(|t| t.strip_prefix(S3_REF)) {
+                let bytes = self.blobs.get(key).await?.ok_or_else(|| {
+                    PortError::Corrupt(format!("task text at s3 key {key} is missing"))
+                })?;
+                *field = Some(String::from_utf8(bytes).map_err(|_| {
+                    PortError::Corrupt(format!("task text at s3 key {key} is not UTF-8"))
+                })?);
+            }
+        }
+        Ok(task)
+    }
+
     /// Drops the oldest notes once an agent's memory holds twice [`MEMORY_KEEP`]. The
     /// condition on the list's length makes a concurrent append win: then nothing is
     /// removed and the next load tries again.
     async fn compact_memory(&self, agent: &str, len: usize) {
-        let drop = len - MEMORY_KEEP;
+        let drop = (len - MEMORY_KEEP).min(MEMORY_COMPACT_MAX);
         let removes: Vec<String> = (0..drop).map(|i| format!("notes[{i}]")).collect();
         let result = self
             .client
@@ -563,7 +658,7 @@ impl SessionStore for DynamoStore {
                     .unwrap_or_else(|| "[]".into());
                 loaded.applied = Some(decode::<Vec<OutboxItem>>("outbox", &text)?);
             } else if sk == "TASK" {
-                loaded.task = Some(task_from_item(item)?);
+                loaded.task = Some(self.resolve_task(task_from_item(item)?).await?);
             } else if sk == "MEMORY" {
                 let notes: &[AttributeValue] = item
                     .get("notes")
@@ -603,9 +698,14 @@ impl SessionStore for DynamoStore {
                 item.insert("v".into(), n(session.version));
                 let text = encode("session", session)?;
                 self.put_value(&mut item, "state", text, || {
+                    // Unique per attempt: a wake that loses the race must not
+                    // overwrite the winner's object.
                     format!(
-                        "state/{}/{}/{}",
-                        c.key.agent, c.key.session, session.version
+                        "state/{}/{}/{}-{}",
+                        c.key.agent,
+                        c.key.session,
+                        session.version,
+                        ulid::Ulid::new()
                     )
                 })
                 .await?;
@@ -616,21 +716,37 @@ impl SessionStore for DynamoStore {
         let mut marker = key(spk.clone(), &format!("A#{}", c.envelope));
         marker.insert(TTL.into(), n(now / 1000 + APPLIED_TTL_SECS));
         self.put_value(&mut marker, "outbox", encode("outbox", &c.outbox)?, || {
-            format!("outbox/{}/{}/{}", c.key.agent, c.key.session, c.envelope)
+            format!(
+                "outbox/{}/{}/{}-{}",
+                c.key.agent,
+                c.key.session,
+                c.envelope,
+                ulid::Ulid::new()
+            )
         })
         .await?;
         let events = event_items(c.task, &c.events)?;
+        let task_update_ = self.offload_update(c.task, &c.task_update).await?;
         let notes: Vec<AttributeValue> = c
             .memory
             .iter()
             .map(|m| {
-                if m.text.len() > MEMORY_NOTE_LIMIT {
-                    return Err(PortError::Rejected(format!(
-                        "memory note of {} bytes exceeds {MEMORY_NOTE_LIMIT}",
-                        m.text.len()
-                    )));
+                let mut note = m.clone();
+                let mut text = encode("memory note", &note)?;
+                if text.len() > MEMORY_NOTE_LIMIT {
+                    // Only reachable past the kernel's own limit: keep what fits.
+                    let cut = m
+                        .text
+                        .len()
+                        .saturating_sub(text.len() - MEMORY_NOTE_LIMIT + 64);
+                    let mut end = cut.min(m.text.len());
+                    while !m.text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    note.text = format!("{}…", &m.text[..end]);
+                    text = encode("memory note", &note)?;
                 }
-                encode("memory note", m).map(s)
+                Ok(s(text))
             })
             .collect::<Result<_, _>>()?;
 
@@ -652,7 +768,7 @@ impl SessionStore for DynamoStore {
                 actions.push(TransactWriteItem::builder().put(put).build());
             }
             actions.push(self.put(marker.clone(), Some(&format!("attribute_not_exists({PK})")))?);
-            let task_at = match task_update(&self.table, c.task, &c.task_update, now, part)? {
+            let task_at = match task_update(&self.table, c.task, &task_update_, now, part)? {
                 Some(u) => {
                     actions.push(Self::update_action(u));
                     Some(actions.len() - 1)
@@ -706,10 +822,10 @@ impl TaskStore for DynamoStore {
     }
 
     async fn get_task(&self, id: TaskId) -> Result<Option<Task>, PortError> {
-        self.get_item(key(task_pk(id), "TASK"))
-            .await?
-            .map(|item| task_from_item(&item))
-            .transpose()
+        match self.get_item(key(task_pk(id), "TASK")).await? {
+            Some(item) => Ok(Some(self.resolve_task(task_from_item(&item)?).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn task_events(&self, id: TaskId) -> Result<Vec<Event>, PortError> {
@@ -738,7 +854,9 @@ impl TaskStore for DynamoStore {
             }
         }
         events.sort_by_key(|e| (e.at, e.id));
-        events.dedup_by_key(|e| e.id);
+        // Each id once, its earliest copy (as the embedded store keeps the first).
+        let mut seen = std::collections::HashSet::new();
+        events.retain(|e| seen.insert(e.id));
         Ok(events)
     }
 
@@ -756,20 +874,31 @@ impl TaskStore for DynamoStore {
         };
         let mut tasks = Vec::new();
         for st in wanted {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(GSI)
-                .key_condition_expression("gsi1pk = :g")
-                .expression_attribute_values(":g", s(format!("TASKS#{}", st.as_str())))
-                .scan_index_forward(false)
-                .limit(i32::try_from(limit).unwrap_or(i32::MAX))
-                .send()
-                .await
-                .map_err(|e| sdk_error("DynamoDB Query", e))?;
-            for item in out.items() {
-                tasks.push(task_from_item(item)?);
+            // A query returns at most 1 MB a page: follow the pages up to `limit`.
+            let mut found = 0;
+            let mut start: Option<Item> = None;
+            loop {
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(GSI)
+                    .key_condition_expression("gsi1pk = :g")
+                    .expression_attribute_values(":g", s(format!("TASKS#{}", st.as_str())))
+                    .scan_index_forward(false)
+                    .limit(i32::try_from(limit - found).unwrap_or(i32::MAX))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("DynamoDB Query", e))?;
+                for item in out.items() {
+                    tasks.push(self.resolve_task(task_from_item(item)?).await?);
+                    found += 1;
+                }
+                match out.last_evaluated_key {
+                    Some(k) if !k.is_empty() && found < limit => start = Some(k),
+                    _ => break,
+                }
             }
         }
         tasks.sort_by_key(|t| std::cmp::Reverse(t.id));
@@ -788,6 +917,7 @@ impl TaskStore for DynamoStore {
             .map(|e| e.at)
             .unwrap_or_else(|| self.clock.now_ms());
         let event_items = event_items(id, events)?;
+        let update = &self.offload_update(id, update).await?;
         let build = |part: TaskPart| -> Result<(Vec<TransactWriteItem>, Option<usize>), PortError> {
             let Some(u) = task_update(&self.table, id, update, now, part)? else {
                 // The task does not exist: write nothing.

@@ -36,15 +36,17 @@ pub(crate) fn is_code(code: Option<&str>, codes: &[&str]) -> bool {
 pub(crate) fn sdk_error<E, R>(op: &str, e: SdkError<E, R>) -> PortError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static + HttpStatus,
 {
     match &e {
         SdkError::ServiceError(service) => {
             let err = service.err();
             let code = err.code();
             let message = err.message().unwrap_or_default();
+            let status = service.raw().status_code();
             let shown = format!("{op}: {}: {message}", code.unwrap_or("error"));
-            if is_code(code, TRANSIENT) {
+            // Any 5xx or 429 is the service's trouble, not the request's.
+            if is_code(code, TRANSIENT) || status >= 500 || status == 429 {
                 PortError::Unavailable(shown)
             } else {
                 PortError::Rejected(shown)
@@ -52,6 +54,17 @@ where
         }
         SdkError::ConstructionFailure(_) => PortError::Rejected(format!("{op}: {}", display(&e))),
         _ => PortError::Unavailable(format!("{op}: {}", display(&e))),
+    }
+}
+
+/// The HTTP status of a raw response.
+pub(crate) trait HttpStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HttpStatus for aws_smithy_runtime_api::http::Response {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
     }
 }
 

@@ -74,11 +74,11 @@ impl AwsSettings {
         let d = Self::default();
         let var = |k: &str, default: String| std::env::var(k).unwrap_or(default);
         let by_agent = |prefix: &str| -> HashMap<String, String> {
+            // Environment names cannot hold `-`: MY_AGENT stands for my-agent and
+            // for my_agent alike.
             std::env::vars()
-                .filter_map(|(k, v)| {
-                    k.strip_prefix(prefix)
-                        .map(|agent| (agent.to_lowercase().replace('_', "-"), v))
-                })
+                .filter_map(|(k, v)| k.strip_prefix(prefix).map(|a| (a.to_lowercase(), v)))
+                .flat_map(|(a, v)| [(a.replace('_', "-"), v.clone()), (a, v)])
                 .collect()
         };
         let urls = by_agent("AOS_QUEUE_URL_");
@@ -225,7 +225,7 @@ impl AwsBackend {
             clients.dynamodb.clone(),
             settings.table.clone(),
             blobs.clone(),
-            clock,
+            clock.clone(),
         );
         let scheduler = EventScheduler::new(
             clients.scheduler.clone(),
@@ -233,6 +233,7 @@ impl AwsBackend {
             blobs.clone(),
             settings.schedule_group.clone(),
             settings.scheduler_role_arn.clone(),
+            clock.clone(),
         );
         Self {
             clients,

@@ -9,24 +9,34 @@ use crate::error::{is_code, sdk_error};
 use crate::s3::S3Blobs;
 use crate::sqs::SqsQueues;
 use aos_kernel::model::Envelope;
-use aos_kernel::ports::{BlobStore, PortError, Scheduler};
+use aos_kernel::ports::{BlobStore, Clock, Mailbox, PortError, Scheduler};
 use async_trait::async_trait;
 use aws_sdk_scheduler::Client;
 use aws_sdk_scheduler::error::ProvideErrorMetadata;
 use aws_sdk_scheduler::types::{
     ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, SqsParameters, Target,
 };
+use std::sync::Arc;
 
 /// EventBridge Scheduler takes at most this much target input.
 pub const INPUT_LIMIT: usize = 8192;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EventScheduler {
     client: Client,
     queues: SqsQueues,
     blobs: S3Blobs,
     group: String,
     role_arn: String,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for EventScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventScheduler")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard
@@ -93,6 +103,7 @@ impl EventScheduler {
         blobs: S3Blobs,
         group: impl Into<String>,
         role_arn: impl Into<String>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             client,
@@ -100,6 +111,7 @@ impl EventScheduler {
             blobs,
             group: group.into(),
             role_arn: role_arn.into(),
+            clock,
         }
     }
 
@@ -192,7 +204,6 @@ impl EventScheduler {
     }
 
     async fn queues_send(&self, envelope: &Envelope) -> Result<(), PortError> {
-        use aos_kernel::ports::Mailbox;
         self.queues.send(std::slice::from_ref(envelope)).await
     }
 }
@@ -200,11 +211,18 @@ impl EventScheduler {
 #[async_trait]
 impl Scheduler for EventScheduler {
     async fn schedule(&self, at_ms: u64, envelope: &Envelope) -> Result<(), PortError> {
+        // A wake-up already due (the outbox is flushed after the model's turn, or
+        // re-sent after a crash) goes straight to the queue: a schedule in the past
+        // would not fire. The queue deduplicates by envelope id as for any send.
+        if at_ms <= self.clock.now_ms() {
+            return self.queues_send(envelope).await;
+        }
         let queue = self.queues.queue(envelope.to.as_str()).await?;
         let mut input = envelope.to_json();
         if input.len() > INPUT_LIMIT {
             let mut e = envelope.clone();
-            let key = format!("bodies/{}", e.id);
+            // Not `bodies/`, which expires after 30 days: a wake-up may be a year out.
+            let key = format!("wakes/{}", e.id);
             self.blobs.put(&key, e.body.as_bytes()).await?;
             e.body = String::new();
             e.body_ref = Some(key);

@@ -149,7 +149,6 @@ const STALE_RECEIPT: &[&str] = &[
     "ReceiptHandleIsInvalid",
     "AWS.SimpleQueueService.MessageNotInflight",
     "MessageNotInflight",
-    "InvalidParameterValue",
 ];
 
 impl SqsQueues {
@@ -663,18 +662,22 @@ impl Inbox for SqsQueues {
     /// visible again at once, so listing takes nothing away.
     async fn dead_letters(&self, agent: &str, limit: usize) -> Result<Vec<DeadLetter>, PortError> {
         let dlq_url = self.dlq_url(agent).await?;
+        let waiting = self.count(&dlq_url).await?;
         let mut seen = Vec::new();
         let mut receipts = Vec::new();
+        let mut empty = 0;
         // Each dead letter written here has its own group; messages the queue redrove
-        // keep theirs, so a receive returns at most the head of each such group.
-        while seen.len() < limit.max(1) * 2 + BATCH {
+        // keep theirs, so a receive returns at most the head of each such group. A
+        // short poll samples only some of SQS's servers, so an empty answer ends the
+        // listing only once the queue's count is reached or after a few long polls.
+        while (seen.len() as u64) < waiting && seen.len() < limit.max(1) * 2 + BATCH && empty < 3 {
             let out = self
                 .client
                 .receive_message()
                 .queue_url(&dlq_url)
                 .max_number_of_messages(10)
-                .visibility_timeout(30)
-                .wait_time_seconds(0)
+                .visibility_timeout(10)
+                .wait_time_seconds(if empty == 0 { 0 } else { 1 })
                 .message_system_attribute_names(MessageSystemAttributeName::All)
                 .message_attribute_names("All")
                 .send()
@@ -682,7 +685,8 @@ impl Inbox for SqsQueues {
                 .map_err(|e| sdk_error("SQS ReceiveMessage (dead letters)", e))?;
             let messages = out.messages.unwrap_or_default();
             if messages.is_empty() {
-                break;
+                empty += 1;
+                continue;
             }
             for m in messages {
                 let attr = |name: &str| {

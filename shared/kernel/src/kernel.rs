@@ -33,6 +33,8 @@ const DETAIL_CHARS: usize = 500;
 pub const SEND_MESSAGE: &str = "send_message";
 pub const SCHEDULE_WAKEUP: &str = "schedule_wakeup";
 pub const REMEMBER: &str = "remember";
+/// Longest note `remember` keeps: memory is loaded into every wake of the agent.
+pub const MEMORY_NOTE_CHARS: usize = 1000;
 
 /// The ports a kernel runs over.
 #[derive(Clone)]
@@ -1003,6 +1005,15 @@ impl<'a> WakeRun<'a> {
                     .unwrap_or_default();
                 if note.trim().is_empty() {
                     return fail(slot, "remember needs a non-empty `note`".into());
+                }
+                if note.chars().count() > MEMORY_NOTE_CHARS {
+                    return fail(
+                        slot,
+                        format!(
+                            "a memory note holds at most {MEMORY_NOTE_CHARS} characters; this one has {}: keep the gist",
+                            note.chars().count()
+                        ),
+                    );
                 }
                 let index = self.memory.len() as u32;
                 self.memory.push(MemoryNote {

@@ -651,6 +651,48 @@ async fn scheduled_wakeups_resume_the_session_and_remember_persists() {
 }
 
 #[tokio::test]
+async fn an_over_long_memory_note_is_refused_to_the_model_and_nothing_is_stored() {
+    let model = FnModel(|req: &ModelRequest| {
+        Ok(match req.messages.len() {
+            1 => tool_use("c1", "remember", json!({"note": "x".repeat(1001)})),
+            _ => {
+                let told = serde_json::to_string(&req.messages).unwrap();
+                text(&format!(
+                    "told: {}",
+                    told.contains("at most 1000 characters")
+                ))
+            }
+        })
+    });
+    let agents = vec![agent("name='solo'\npurpose='p'\nsystem_prompt='s'\n")];
+    let sys = system_with(agents, Some(Arc::new(model)));
+    let t = sys
+        .kernel
+        .submit("solo", "remember this", None)
+        .await
+        .unwrap();
+    sys.drain().await;
+    let task = sys.task(t.id).await;
+    assert_eq!(task.status, TaskStatus::Succeeded, "{task:?}");
+    assert_eq!(
+        task.result.as_deref(),
+        Some("told: true"),
+        "the model is told why, and can shorten the note"
+    );
+    let key = aos_kernel::model::SessionKey {
+        agent: aos_kernel::AgentName::new("solo").unwrap(),
+        session: aos_kernel::kernel::root_session(t.id),
+    };
+    use aos_kernel::ports::SessionStore;
+    let loaded = sys
+        .store
+        .load(&key, t.id, aos_kernel::EnvelopeId::new(0), 10)
+        .await
+        .unwrap();
+    assert!(loaded.memory.is_empty(), "nothing is stored");
+}
+
+#[tokio::test]
 async fn resubmitting_a_task_id_is_idempotent_and_recovery_resends_queued_tasks() {
     let sys = system();
     let id = TaskId::new(1_800_000_000_000);

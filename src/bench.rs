@@ -210,8 +210,10 @@ pub struct AwsBench {
     pub wake_calls: std::collections::BTreeMap<String, u64>,
     /// Calls of the trigger loop (Lambda's event source mapping on AWS).
     pub trigger_calls: std::collections::BTreeMap<String, u64>,
-    /// HTTP attempts minus calls: the SDK's retries.
-    pub retries: u64,
+    /// HTTP attempts minus calls (the SDK's retries), by operation.
+    pub retries: std::collections::BTreeMap<String, u64>,
+    /// Items in the table by kind: (count, average bytes).
+    pub items: std::collections::BTreeMap<&'static str, (u64, f64)>,
     /// Write and read request units per wake, estimated from the stored item sizes.
     pub wru_per_wake: f64,
     pub rru_per_wake: f64,
@@ -401,7 +403,18 @@ pub async fn aws(
         seconds,
         wake_calls,
         trigger_calls,
-        retries: used.total_attempts().saturating_sub(used.total_calls()),
+        retries: used
+            .attempts
+            .iter()
+            .filter_map(|(op, a)| {
+                let r = a.saturating_sub(used.calls_of(op));
+                (r > 0).then(|| (op.clone(), r))
+            })
+            .collect(),
+        items: sizes
+            .iter()
+            .map(|(k, (n, bytes))| (*k, (*n, *bytes as f64 / (*n).max(1) as f64)))
+            .collect(),
         wru_per_wake,
         rru_per_wake,
         records_per_batch: wakes as f64 / batches.max(1) as f64,

@@ -554,9 +554,28 @@ fn run_aws_bench(tasks: usize) -> anyhow::Result<()> {
     for (op, n) in &b.trigger_calls {
         println!("  {op:<34} {:>6.2}  ({n} in all)", b.per_wake(*n));
     }
+    let retries: Vec<String> = b
+        .retries
+        .iter()
+        .map(|(op, n)| format!("{op} {n}"))
+        .collect();
     println!(
         "SDK retries: {}; records per batch: {:.1}",
-        b.retries, b.records_per_batch
+        if retries.is_empty() {
+            "none".to_string()
+        } else {
+            retries.join(", ")
+        },
+        b.records_per_batch
+    );
+    let items: Vec<String> = b
+        .items
+        .iter()
+        .map(|(kind, (n, avg))| format!("{kind} {n} × {avg:.0} B"))
+        .collect();
+    println!(
+        "items in the table (count × average size): {}",
+        items.join(", ")
     );
     let (dynamo, sqs, lambda) = b.cost_per_million();
     println!(

@@ -56,22 +56,35 @@ fn config(db: &Path) -> RuntimeConfig {
     c
 }
 
-/// Kernel wakes per second. Call from a current-thread runtime to measure one core.
-pub async fn wakes(db: &Path, tasks: usize, progress: bool) -> anyhow::Result<WakeBench> {
-    let rt = Runtime::open(config(db))?;
+/// Submits `tasks` demo tasks, untimed.
+async fn submit_all(
+    rt: &Runtime,
+    tasks: usize,
+    every: usize,
+    progress: bool,
+) -> anyhow::Result<()> {
     for i in 0..tasks {
         rt.kernel().submit("primary", DEMO, None).await?;
-        if progress && i % 500 == 0 {
+        if progress && i % every == 0 {
             eprint!("\r  submitting {i}/{tasks}…");
         }
     }
+    Ok(())
+}
+
+/// Polls every agent's queue through the trigger path until all are empty; returns
+/// the seconds it took (queue lookups excluded).
+async fn drain(rt: &Runtime, progress: bool) -> anyhow::Result<f64> {
     let agents: Vec<String> = rt
         .kernel()
         .catalog()
         .agents()
         .map(|a| a.name.to_string())
         .collect();
-    let arns: Vec<String> = agents.iter().map(|a| Runtime::queue_arn(a)).collect();
+    let mut arns = Vec::with_capacity(agents.len());
+    for a in &agents {
+        arns.push(rt.queue_arn_of(a).await?);
+    }
     let start = Instant::now();
     let mut last_report = Instant::now();
     loop {
@@ -91,6 +104,10 @@ pub async fn wakes(db: &Path, tasks: usize, progress: bool) -> anyhow::Result<Wa
     if progress {
         eprint!("\r{:60}\r", "");
     }
+    Ok(seconds)
+}
+
+async fn ensure_all_succeeded(rt: &Runtime, tasks: usize) -> anyhow::Result<()> {
     let done = rt
         .kernel()
         .ports()
@@ -99,6 +116,15 @@ pub async fn wakes(db: &Path, tasks: usize, progress: bool) -> anyhow::Result<Wa
         .await?
         .len();
     anyhow::ensure!(done == tasks, "only {done} of {tasks} tasks succeeded");
+    Ok(())
+}
+
+/// Kernel wakes per second. Call from a current-thread runtime to measure one core.
+pub async fn wakes(db: &Path, tasks: usize, progress: bool) -> anyhow::Result<WakeBench> {
+    let rt = Runtime::open(config(db))?;
+    submit_all(&rt, tasks, 500, progress).await?;
+    let seconds = drain(&rt, progress).await?;
+    ensure_all_succeeded(&rt, tasks).await?;
     Ok(WakeBench {
         tasks,
         wakes: rt.metrics().applied.load(Ordering::Relaxed),
@@ -287,54 +313,12 @@ pub async fn aws(
     let table = aws.settings.table.clone();
     let dynamodb = aws.clients.dynamodb.clone();
     let rt = Runtime::open_aws(cfg, aws)?;
-    let agents: Vec<String> = rt
-        .kernel()
-        .catalog()
-        .agents()
-        .map(|a| a.name.to_string())
-        .collect();
-    let mut arns = Vec::new();
-    for a in &agents {
-        arns.push(rt.queue_arn_of(a).await?);
-    }
-    for i in 0..tasks {
-        rt.kernel().submit("primary", DEMO, None).await?;
-        if progress && i % 20 == 0 {
-            eprint!("\r  submitting {i}/{tasks}…");
-        }
-    }
+    submit_all(&rt, tasks, 20, progress).await?;
     let before = counter.snapshot();
-    let start = Instant::now();
-    let mut batches = 0u64;
-    loop {
-        let mut received = 0;
-        for (agent, arn) in agents.iter().zip(&arns) {
-            let n = rt.poll_batch(agent, arn).await?;
-            if n > 0 {
-                batches += 1;
-            }
-            received += n;
-        }
-        if received == 0 {
-            break;
-        }
-        if progress {
-            eprint!("\r  draining: {} wakes…            ", rt.metrics().wakes());
-        }
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    if progress {
-        eprint!("\r{:60}\r", "");
-    }
+    let seconds = drain(&rt, progress).await?;
     let used = counter.snapshot().since(&before);
-    let done = rt
-        .kernel()
-        .ports()
-        .tasks
-        .list_tasks(Some(TaskStatus::Succeeded), usize::MAX)
-        .await?
-        .len();
-    anyhow::ensure!(done == tasks, "only {done} of {tasks} tasks succeeded");
+    ensure_all_succeeded(&rt, tasks).await?;
+    let batches = rt.metrics().batches.load(Ordering::Relaxed);
     let wakes = rt.metrics().applied.load(Ordering::Relaxed);
 
     // Request units from the stored items' sizes: each wake reads its session, marker,

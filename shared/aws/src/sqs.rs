@@ -151,6 +151,25 @@ const STALE_RECEIPT: &[&str] = &[
     "MessageNotInflight",
 ];
 
+/// A call on a stale or unknown receipt handle has nothing left to do: the message
+/// was received again (its new receiver settles it) or is gone.
+fn stale_is_done<E, R>(
+    op: &str,
+    e: aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> Result<(), PortError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static + crate::error::HttpStatus,
+{
+    if e.as_service_error()
+        .is_some_and(|s| is_code(s.code(), STALE_RECEIPT))
+    {
+        Ok(())
+    } else {
+        Err(sdk_error(op, e))
+    }
+}
+
 impl SqsQueues {
     pub fn new(
         client: Client,
@@ -586,13 +605,7 @@ impl Inbox for SqsQueues {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| is_code(s.code(), STALE_RECEIPT)) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(sdk_error("SQS DeleteMessage", e)),
+            Err(e) => stale_is_done("SQS DeleteMessage", e),
         }
     }
 
@@ -648,13 +661,7 @@ impl Inbox for SqsQueues {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| is_code(s.code(), STALE_RECEIPT)) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(sdk_error("SQS ChangeMessageVisibility", e)),
+            Err(e) => stale_is_done("SQS ChangeMessageVisibility", e),
         }
     }
 

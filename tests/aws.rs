@@ -12,17 +12,15 @@ use aos_kernel::ports::{Clock, SystemClock};
 use aos_kernel::{Envelope, Event, EventKind, Task, TaskStatus, WakeOutcome};
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const DEMO: &str = "What's the weather in Paris and Tokyo, and what is 1250 EUR in USD?";
 const AGENTS: [&str; 3] = ["primary", "weather", "finance"];
 
-static MOTO: OnceLock<Moto> = OnceLock::new();
-
 fn endpoint() -> String {
-    MOTO.get_or_init(|| Moto::start_default().unwrap_or_else(|e| panic!("{e}")))
-        .endpoint()
+    Moto::shared_endpoint()
+        .unwrap_or_else(|e| panic!("{e}"))
         .to_string()
 }
 

@@ -565,17 +565,21 @@ impl DynamoStore {
 
     /// Runs a transaction holding a task update with the fallbacks of [`TaskPart`]:
     /// when only the task's condition failed, retry with less of the update. Any
-    /// other failed condition is a conflict.
+    /// other failed condition is a conflict. Returns whether the task was written
+    /// (false: it does not exist; an empty transaction is not sent).
     async fn transact_with_task(
         &self,
         build: impl Fn(TaskPart) -> Result<(Vec<TransactWriteItem>, Option<usize>), PortError>,
         has_status: bool,
-    ) -> Result<(), PortError> {
+    ) -> Result<bool, PortError> {
         let mut part = TaskPart::Full;
         loop {
             let (actions, task_at) = build(part)?;
+            if actions.is_empty() {
+                return Ok(false);
+            }
             match self.transact(actions).await? {
-                TxOutcome::Done => return Ok(()),
+                TxOutcome::Done => return Ok(part != TaskPart::Nothing),
                 TxOutcome::Failed(failed) => {
                     if task_at.is_none_or(|t| failed != [t]) {
                         return Err(PortError::Conflict);
@@ -802,6 +806,7 @@ impl SessionStore for DynamoStore {
         };
         self.transact_with_task(build, c.task_update.status.is_some())
             .await
+            .map(|_| ())
     }
 }
 
@@ -929,21 +934,11 @@ impl TaskStore for DynamoStore {
             }
             Ok((actions, Some(0)))
         };
-        let mut part = TaskPart::Full;
-        loop {
-            let (actions, _) = build(part)?;
-            if actions.is_empty() {
-                return Ok(None);
-            }
-            match self.transact(actions).await? {
-                TxOutcome::Done => break,
-                TxOutcome::Failed(_) => {
-                    part = match part {
-                        TaskPart::Full if update.status.is_some() => TaskPart::CountersOnly,
-                        _ => TaskPart::Nothing,
-                    }
-                }
-            }
+        if !self
+            .transact_with_task(build, update.status.is_some())
+            .await?
+        {
+            return Ok(None);
         }
         self.get_task(id).await
     }

@@ -8,6 +8,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The moto release the tests are pinned to.
@@ -85,6 +86,17 @@ impl Moto {
     /// Starts moto in the default virtualenv (see [`default_venv`]).
     pub fn start_default() -> Result<Moto, EmulatorError> {
         Self::start(&default_venv())
+    }
+
+    /// The endpoint of one server per process, started on first use: tests share it
+    /// and keep apart by resource names.
+    pub fn shared_endpoint() -> Result<&'static str, String> {
+        static SHARED: OnceLock<Result<Moto, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| Moto::start_default().map_err(|e| e.to_string()))
+            .as_ref()
+            .map(|m| m.endpoint())
+            .map_err(Clone::clone)
     }
 }
 

@@ -591,6 +591,20 @@ fn text(t: &str) -> ModelResponse {
     }
 }
 
+/// The long-term memory of agent `solo`, as its next wake on task `task` loads it.
+async fn solo_memory(sys: &System, task: TaskId) -> Vec<aos_kernel::model::MemoryNote> {
+    use aos_kernel::ports::SessionStore;
+    let key = aos_kernel::model::SessionKey {
+        agent: aos_kernel::AgentName::new("solo").unwrap(),
+        session: aos_kernel::kernel::root_session(task),
+    };
+    sys.store
+        .load(&key, task, aos_kernel::EnvelopeId::new(0), 10)
+        .await
+        .unwrap()
+        .memory
+}
+
 #[tokio::test]
 async fn scheduled_wakeups_resume_the_session_and_remember_persists() {
     let model = FnModel(|req: &ModelRequest| {
@@ -636,18 +650,9 @@ async fn scheduled_wakeups_resume_the_session_and_remember_persists() {
     assert_eq!(task.status, TaskStatus::Succeeded);
     // Memory written in this wake is visible from the next load on.
     assert_eq!(task.result.unwrap(), "done (memory: false)");
-    let key = aos_kernel::model::SessionKey {
-        agent: aos_kernel::AgentName::new("solo").unwrap(),
-        session: aos_kernel::kernel::root_session(t.id),
-    };
-    use aos_kernel::ports::SessionStore;
-    let loaded = sys
-        .store
-        .load(&key, t.id, aos_kernel::EnvelopeId::new(0), 10)
-        .await
-        .unwrap();
-    assert_eq!(loaded.memory.len(), 1);
-    assert_eq!(loaded.memory[0].text, "the user likes brevity");
+    let memory = solo_memory(&sys, t.id).await;
+    assert_eq!(memory.len(), 1);
+    assert_eq!(memory[0].text, "the user likes brevity");
 }
 
 #[tokio::test]
@@ -679,17 +684,8 @@ async fn an_over_long_memory_note_is_refused_to_the_model_and_nothing_is_stored(
         Some("told: true"),
         "the model is told why, and can shorten the note"
     );
-    let key = aos_kernel::model::SessionKey {
-        agent: aos_kernel::AgentName::new("solo").unwrap(),
-        session: aos_kernel::kernel::root_session(t.id),
-    };
-    use aos_kernel::ports::SessionStore;
-    let loaded = sys
-        .store
-        .load(&key, t.id, aos_kernel::EnvelopeId::new(0), 10)
-        .await
-        .unwrap();
-    assert!(loaded.memory.is_empty(), "nothing is stored");
+    let memory = solo_memory(&sys, t.id).await;
+    assert!(memory.is_empty(), "nothing is stored");
 }
 
 #[tokio::test]

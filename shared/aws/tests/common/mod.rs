@@ -6,14 +6,12 @@
 use aos_aws::emulator::Moto;
 use aos_aws::{AwsBackend, AwsClients, AwsSettings, QueueSettings, emulator_sdk_config, provision};
 use aos_kernel::ports::Clock;
-use std::sync::{Arc, OnceLock};
-
-static MOTO: OnceLock<Moto> = OnceLock::new();
+use std::sync::Arc;
 
 /// The emulator's endpoint, starting it on first use.
 pub fn endpoint() -> String {
-    MOTO.get_or_init(|| Moto::start_default().unwrap_or_else(|e| panic!("{e}")))
-        .endpoint()
+    Moto::shared_endpoint()
+        .unwrap_or_else(|e| panic!("{e}"))
         .to_string()
 }
 

@@ -130,9 +130,11 @@ fn get_n(item: &Item, name: &str) -> Result<u64, PortError> {
 }
 
 /// Usage counters are attributes of their own so concurrent wakes can `ADD` to them.
-const USAGE: [&str; 6] = ["u_wakes", "u_llm", "u_in", "u_out", "u_cost", "u_tools"];
+const USAGE: [&str; 8] = [
+    "u_wakes", "u_llm", "u_in", "u_out", "u_cost", "u_tools", "u_cread", "u_cwrite",
+];
 
-fn usage_values(u: &Usage) -> [u64; 6] {
+fn usage_values(u: &Usage) -> [u64; 8] {
     [
         u.wakes,
         u.llm_calls,
@@ -140,6 +142,8 @@ fn usage_values(u: &Usage) -> [u64; 6] {
         u.output_tokens,
         u.cost_micros,
         u.tool_calls,
+        u.cache_read_tokens,
+        u.cache_write_tokens,
     ]
 }
 
@@ -174,14 +178,10 @@ fn task_from_item(item: &Item) -> Result<Task, PortError> {
     task.result = get_s(item, "result").map(str::to_string);
     task.error = get_s(item, "error").map(str::to_string);
     task.updated_at = get_n(item, "updated")?;
-    let u = [
-        get_n(item, USAGE[0])?,
-        get_n(item, USAGE[1])?,
-        get_n(item, USAGE[2])?,
-        get_n(item, USAGE[3])?,
-        get_n(item, USAGE[4])?,
-        get_n(item, USAGE[5])?,
-    ];
+    let mut u = [0u64; 8];
+    for (slot, name) in u.iter_mut().zip(USAGE) {
+        *slot = get_n(item, name)?;
+    }
     task.usage = Usage {
         wakes: u[0],
         llm_calls: u[1],
@@ -189,6 +189,8 @@ fn task_from_item(item: &Item) -> Result<Task, PortError> {
         output_tokens: u[3],
         cost_micros: u[4],
         tool_calls: u[5],
+        cache_read_tokens: u[6],
+        cache_write_tokens: u[7],
     };
     Ok(task)
 }

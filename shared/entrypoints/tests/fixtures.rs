@@ -102,7 +102,7 @@ async fn a_record_that_fails_on_its_last_receive_fails_its_task_with_the_reason(
         .iter()
         .map(|d| aos_kernel::AgentDef::from_toml(d).unwrap());
     let model = FnModel(|_: &ModelRequest| -> Result<ModelResponse, LlmError> {
-        Err(LlmError::Transient("503 from the provider".into()))
+        Err(LlmError::transient("503 from the provider"))
     });
     let sys = MemSystem::new(
         aos_kernel::Catalog::new(agents).unwrap(),

@@ -779,7 +779,9 @@ impl<'a> WakeRun<'a> {
             let request = self.request(session, memory);
             let response = match self.kernel.ports.model.complete(&request).await {
                 Ok(r) => r,
-                Err(LlmError::Transient(m)) => return Err(Retry(format!("model: {m}"))),
+                Err(LlmError::Transient { reason, .. }) => {
+                    return Err(Retry(format!("model: {reason}")));
+                }
                 Err(LlmError::Permanent(m)) => {
                     let m = preview(&m, DETAIL_CHARS);
                     self.fail(format!("agent {}: model call failed: {m}", self.agent.name));
@@ -875,6 +877,10 @@ impl<'a> WakeRun<'a> {
             messages: session.transcript.clone(),
             tools,
             max_tokens: self.agent.limits.max_output_tokens,
+            fallbacks: Vec::new(),
+            context: None,
+            cache_key: None,
+            timeout_ms: None,
         }
     }
 

@@ -254,10 +254,15 @@ impl Default for Budget {
 pub struct Usage {
     pub wakes: u64,
     pub llm_calls: u64,
+    /// Input tokens billed at the full rate (not read from or written to a cache).
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cost_micros: u64,
     pub tool_calls: u64,
+    /// Input tokens read from the provider's prompt cache.
+    pub cache_read_tokens: u64,
+    /// Input tokens written to the provider's prompt cache.
+    pub cache_write_tokens: u64,
 }
 
 impl Usage {
@@ -268,9 +273,12 @@ impl Usage {
         self.output_tokens += o.output_tokens;
         self.cost_micros += o.cost_micros;
         self.tool_calls += o.tool_calls;
+        self.cache_read_tokens += o.cache_read_tokens;
+        self.cache_write_tokens += o.cache_write_tokens;
     }
+    /// Every token the model read or wrote, cached or not.
     pub fn tokens(&self) -> u64 {
-        self.input_tokens + self.output_tokens
+        self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
     }
 }
 

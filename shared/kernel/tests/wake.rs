@@ -440,7 +440,7 @@ async fn a_permanent_model_error_fails_the_task_and_a_transient_one_retries() {
     let c = calls.clone();
     let model = FnModel(
         move |_req: &ModelRequest| match c.fetch_add(1, Ordering::SeqCst) {
-            0 => Err(LlmError::Transient("429 throttled".into())),
+            0 => Err(LlmError::transient("429 throttled")),
             _ => Err(LlmError::Permanent("400 model not found".into())),
         },
     );

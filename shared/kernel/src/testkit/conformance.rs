@@ -204,6 +204,8 @@ fn usage(wakes: u64, llm_calls: u64, tokens: u64, cost_micros: u64) -> Usage {
         output_tokens: tokens / 2,
         cost_micros,
         tool_calls: 1,
+        cache_read_tokens: tokens / 4,
+        cache_write_tokens: tokens / 8,
     }
 }
 

@@ -103,7 +103,7 @@ async fn handle_record(
             kernel
                 .reject_raw(agent, body, &reason)
                 .await
-                .map_err(|e| e.0)?;
+                .map_err(|e| e.reason)?;
             return Ok(None);
         }
     };
@@ -115,7 +115,7 @@ async fn handle_record(
         kernel
             .dead_letter(agent, &envelope, reason)
             .await
-            .map_err(|e| e.0)?;
+            .map_err(|e| e.reason)?;
         return Ok(None);
     }
     let receives: u32 = record
@@ -128,14 +128,14 @@ async fn handle_record(
     match (kernel.wake(envelope).await, last_chance) {
         (Ok(outcome), _) => Ok(Some(outcome)),
         (Err(retry), Some(envelope)) => {
-            let reason = format!("gave up after {receives} attempts: {}", retry.0);
+            let reason = format!("gave up after {receives} attempts: {}", retry.reason);
             kernel
                 .dead_letter(agent, &envelope, reason)
                 .await
                 .map(Some)
-                .map_err(|e| e.0)
+                .map_err(|e| e.reason)
         }
-        (Err(retry), None) => Err(retry.0),
+        (Err(retry), None) => Err(retry.reason),
     }
 }
 

@@ -18,7 +18,11 @@ use crate::model::{
 use crate::ports::{
     BlobStore, Clock, Commit, Loaded, Mailbox, PortError, Scheduler, SessionStore, TaskStore,
 };
+use crate::journal::{self, Journal, ToolRecord};
+use crate::llm::{ModelResponse, StopReason};
+use crate::prices::PriceTable;
 use crate::tools::{ToolContext, ToolRegistry};
+use std::collections::HashSet;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -33,6 +37,7 @@ const DETAIL_CHARS: usize = 500;
 pub const SEND_MESSAGE: &str = "send_message";
 pub const SCHEDULE_WAKEUP: &str = "schedule_wakeup";
 pub const REMEMBER: &str = "remember";
+pub const RECALL: &str = "recall";
 /// Longest note `remember` keeps: memory is loaded into every wake of the agent.
 pub const MEMORY_NOTE_CHARS: usize = 1000;
 
@@ -64,6 +69,17 @@ pub struct KernelConfig {
     pub inline_body_limit: usize,
     /// Largest task input accepted by `submit`.
     pub max_input_bytes: usize,
+    /// Newest memory notes put in front of the model (the rest `recall` searches).
+    pub memory_in_prompt: usize,
+    /// The route of agents whose `model` is `auto`.
+    pub default_model: String,
+    /// A route that replaces every agent's own (`aos run --model`).
+    pub model_override: Option<String>,
+    /// Prices every model call; budgets in dollars are checked against it.
+    pub prices: Arc<PriceTable>,
+    /// No model step starts later than this many ms before the invocation deadline,
+    /// and every model request must end by then: the time left to commit.
+    pub deadline_margin_ms: u64,
 }
 
 impl Default for KernelConfig {
@@ -73,6 +89,11 @@ impl Default for KernelConfig {
             conflict_retries: 8,
             inline_body_limit: INLINE_BODY_LIMIT,
             max_input_bytes: 64 * 1024,
+            memory_in_prompt: 8,
+            default_model: "offline".into(),
+            model_override: None,
+            prices: Arc::new(PriceTable::default()),
+            deadline_margin_ms: 2_000,
         }
     }
 }
@@ -88,16 +109,28 @@ pub enum WakeOutcome {
     DeadLettered { reason: String },
 }
 
-/// A wake that should be retried later: the record is reported failed and comes back.
-/// Anything that can never succeed is handled inside the wake (failed task or dead
-/// letter) and is not an error.
+/// A wake that should be retried later: the record is reported failed and comes back,
+/// after `delay_ms` when known (a provider's `retry-after`). Anything that can never
+/// succeed is handled inside the wake (failed task or dead letter) and is not an error.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-#[error("wake will be retried: {0}")]
-pub struct Retry(pub String);
+#[error("wake will be retried: {reason}")]
+pub struct Retry {
+    pub reason: String,
+    pub delay_ms: Option<u64>,
+}
+
+impl Retry {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            delay_ms: None,
+        }
+    }
+}
 
 impl From<PortError> for Retry {
     fn from(e: PortError) -> Self {
-        Retry(e.to_string())
+        Retry::new(e.to_string())
     }
 }
 
@@ -125,6 +158,9 @@ pub struct Kernel {
     tools: Arc<ToolRegistry>,
     ports: Ports,
     config: KernelConfig,
+    journal: Journal,
+    /// Routes already warned about for having no price, so the log says it once.
+    unpriced: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 impl Kernel {
@@ -138,8 +174,10 @@ impl Kernel {
         Ok(Self {
             catalog: Arc::new(catalog),
             tools: Arc::new(tools),
+            journal: Journal::new(ports.blobs.clone()),
             ports,
             config,
+            unpriced: Arc::default(),
         })
     }
 
@@ -151,6 +189,46 @@ impl Kernel {
     }
     pub fn now_ms(&self) -> u64 {
         self.ports.clock.now_ms()
+    }
+    pub fn config(&self) -> &KernelConfig {
+        &self.config
+    }
+
+    /// The route a step of `agent` goes to: the override, else the agent's own (its
+    /// cheaper `simple_model` for simple steps), with `auto` meaning the default.
+    pub fn route_for(&self, agent: &AgentDef, simple: bool) -> String {
+        if let Some(m) = &self.config.model_override {
+            return m.clone();
+        }
+        let chosen = match (&agent.simple_model, simple) {
+            (Some(m), true) => m,
+            _ => &agent.model,
+        };
+        if chosen == "auto" {
+            self.config.default_model.clone()
+        } else {
+            chosen.clone()
+        }
+    }
+
+    /// Prices a response's usage from the table (a provider that priced it itself
+    /// keeps its figure).
+    fn price(&self, response: &mut ModelResponse) {
+        if response.usage.cost_micros > 0 {
+            return;
+        }
+        match self.config.prices.cost_micros(&response.model, &response.usage) {
+            Some(c) => response.usage.cost_micros = c,
+            None => {
+                let mut seen = match self.unpriced.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+                if seen.insert(response.model.clone()) && response.model != "offline" {
+                    tracing::warn!(model = %response.model, "no price for this model in the price table; its calls count as $0 against budgets");
+                }
+            }
+        }
     }
 
     /// Accepts a task for `agent`: records it and sends its first envelope. With
@@ -213,7 +291,7 @@ impl Kernel {
         if task.status == TaskStatus::Queued {
             let not_sent = |r: Retry| SubmitError::NotSent {
                 task: task.id,
-                reason: r.0,
+                reason: r.reason,
             };
             let first = self
                 .prepare(vec![OutboxItem {
@@ -246,16 +324,29 @@ impl Kernel {
         let items = self
             .prepare(items)
             .await
-            .map_err(|r| PortError::Unavailable(r.0))?;
+            .map_err(|r| PortError::Unavailable(r.reason))?;
         self.flush(&items)
             .await
-            .map_err(|r| PortError::Unavailable(r.0))?;
+            .map_err(|r| PortError::Unavailable(r.reason))?;
         Ok(items.len())
     }
 
     /// Runs one wake for `envelope`. `Err(Retry)` means: report the record failed so it
     /// comes back; everything else has been fully handled.
     pub async fn wake(&self, envelope: Envelope) -> Result<WakeOutcome, Retry> {
+        self.wake_until(envelope, None).await
+    }
+
+    /// [`Kernel::wake`] within an invocation that ends at `deadline_ms` (wall clock):
+    /// no model step starts within `deadline_margin_ms` of it and every model request
+    /// must end before then. A wake that runs out of time returns `Retry` with no delay;
+    /// its steps so far are journaled, so the next delivery replays them for free and
+    /// goes on from there.
+    pub async fn wake_until(
+        &self,
+        envelope: Envelope,
+        deadline_ms: Option<u64>,
+    ) -> Result<WakeOutcome, Retry> {
         let Some(agent) = self.catalog.get(envelope.to.as_str()) else {
             let reason = format!(
                 "unknown agent '{}'; known agents: {}",
@@ -268,7 +359,13 @@ impl Kernel {
             Ok(e) => e,
             Err((e, reason)) => return self.reject(&e, reason).await,
         };
+        if envelope.kind == Kind::Tool {
+            return self.run_effect(agent, envelope).await;
+        }
         let key = envelope.key();
+        // Model calls paid for in attempts of this wake that lost a commit race: their
+        // usage lands on the task with the attempt that commits.
+        let mut paid: Vec<(String, Usage)> = Vec::new();
         for _ in 0..=self.config.conflict_retries {
             let loaded = self
                 .ports
@@ -284,8 +381,33 @@ impl Kernel {
                 let reason = format!("task {} does not exist", envelope.task);
                 return self.reject(&envelope, reason).await;
             };
-            let run = WakeRun::new(self, agent, &envelope, task);
-            let mut commit = run.run(loaded).await?;
+            let run = WakeRun::new(self, agent, &envelope, task, deadline_ms);
+            let (result, spend) = run.run(loaded).await;
+            paid.extend(spend.fresh);
+            let mut commit = result?;
+            let mut discarded = Usage::default();
+            for (step, usage) in &paid {
+                if !spend.used.contains(step) {
+                    discarded.add(usage);
+                }
+            }
+            if discarded.llm_calls > 0 {
+                commit.task_update.usage.add(&discarded);
+                commit.events.push(Event {
+                    id: envelope.id.event(u32::MAX - 2),
+                    task: envelope.task,
+                    at: commit.events.last().map_or(self.now_ms(), |e| e.at),
+                    agent: agent.name.to_string(),
+                    kind: EventKind::Model,
+                    detail: format!(
+                        "{} model call(s) of discarded attempts billed: {} tokens, ${:.4}",
+                        discarded.llm_calls,
+                        discarded.tokens(),
+                        discarded.cost_micros as f64 / 1e6
+                    ),
+                    envelope: Some(envelope.id),
+                });
+            }
             commit.outbox = self.prepare(std::mem::take(&mut commit.outbox)).await?;
             match self.ports.sessions.commit(&commit).await {
                 Ok(()) => {
@@ -301,12 +423,136 @@ impl Kernel {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Retry(format!(
+        Err(Retry::new(format!(
             "session {} of agent {} kept changing during {} attempts",
             envelope.session,
             envelope.to,
             self.config.conflict_retries + 1
         )))
+    }
+
+    /// Runs a tool with effects (neither read-only nor idempotent) at most once. The
+    /// wake first commits a claim: the applied marker of this envelope, whose stored
+    /// outbox is a reply saying the outcome is unknown. Then it runs the tool and sends
+    /// the real reply under the same envelope id. A crash after the claim never runs
+    /// the tool again: the redelivery finds the marker and re-sends the stored reply,
+    /// which the asking session ignores if the real one arrived first (same id).
+    async fn run_effect(&self, agent: &AgentDef, envelope: Envelope) -> Result<WakeOutcome, Retry> {
+        let call: EffectCall = match serde_json::from_str(&envelope.body) {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = format!("tool envelope body does not parse: {e}");
+                return self.reject(&envelope, reason).await;
+            }
+        };
+        let key = envelope.key();
+        let loaded = self
+            .ports
+            .sessions
+            .load(&key, envelope.task, envelope.id, 0)
+            .await?;
+        if let Some(outbox) = loaded.applied {
+            self.flush(&outbox).await?;
+            return Ok(WakeOutcome::Duplicate);
+        }
+        let Some(task) = loaded.task else {
+            let reason = format!("task {} does not exist", envelope.task);
+            return self.reject(&envelope, reason).await;
+        };
+        let now = self.now_ms().max(envelope.sent_at.saturating_add(1));
+        let reply = |body: String| Envelope {
+            id: envelope.id.child(0),
+            task: envelope.task,
+            session: envelope.session.clone(),
+            from: agent.name.to_string(),
+            to: agent.name.clone(),
+            kind: Kind::Reply,
+            body,
+            body_ref: None,
+            hop: envelope.hop + 1,
+            trace_id: envelope.trace_id.clone(),
+            sent_at: now,
+            reply_to: None,
+            in_reply_to: Some(call.call_id.clone()),
+        };
+        let args = preview(&call.input.to_string(), 120);
+        let tool = agent
+            .tools
+            .contains(&call.name)
+            .then(|| self.tools.get(&call.name))
+            .flatten();
+        let event = |index: u32, detail: String| Event {
+            id: envelope.id.event(index),
+            task: envelope.task,
+            at: now,
+            agent: agent.name.to_string(),
+            kind: EventKind::ToolCall,
+            detail,
+            envelope: Some(envelope.id),
+        };
+        let (outbox, detail) = match (task.status.is_final(), tool) {
+            (true, _) => (Vec::new(), format!("{}({args}) not run: the task is already {}", call.name, task.status)),
+            (false, None) => {
+                let text = format!("error: no tool named {:?} is available to you", call.name);
+                (vec![OutboxItem { envelope: reply(text), deliver_at: None }], format!("{}({args}) refused: not an allowed tool", call.name))
+            }
+            (false, Some(_)) => {
+                let text = format!(
+                    "error: the outcome of {} is unknown: its run was interrupted after it \
+                     started, and it was not started again so that it never runs twice",
+                    call.name
+                );
+                (vec![OutboxItem { envelope: reply(text), deliver_at: None }], format!("{}({args}) started (runs at most once)", call.name))
+            }
+        };
+        let claim = Commit {
+            key,
+            task: envelope.task,
+            envelope: envelope.id,
+            expected_version: 0,
+            session: None,
+            outbox: self.prepare(outbox).await?,
+            task_update: TaskUpdate {
+                usage: Usage { wakes: 1, ..Usage::default() },
+                ..TaskUpdate::default()
+            },
+            events: vec![event(0, detail)],
+            memory: Vec::new(),
+        };
+        match self.ports.sessions.commit(&claim).await {
+            Ok(()) => {}
+            // Claimed by a concurrent delivery: that one runs it.
+            Err(PortError::Conflict) => return Ok(WakeOutcome::Duplicate),
+            Err(e) => return Err(e.into()),
+        }
+        let Some(tool) = tool.filter(|_| !task.status.is_final()) else {
+            self.flush(&claim.outbox).await?;
+            return Ok(WakeOutcome::Applied { outbox: claim.outbox.len() });
+        };
+        let ctx = ToolContext {
+            agent: agent.name.clone(),
+            session: envelope.session.clone(),
+            task: envelope.task,
+            now_ms: now,
+        };
+        let record = run_tool(tool.as_ref(), &call.name, call.input.clone(), &ctx).await;
+        let body = if record.is_error {
+            format!("error: {}", record.result)
+        } else {
+            record.result.clone()
+        };
+        let sent = self
+            .prepare(vec![OutboxItem { envelope: reply(body), deliver_at: None }])
+            .await?;
+        self.flush(&sent).await?;
+        let update = TaskUpdate {
+            usage: Usage { tool_calls: 1, ..Usage::default() },
+            ..TaskUpdate::default()
+        };
+        let outcome = if record.is_error { "failed: " } else { "→ " };
+        let done = event(1, format!("{}({args}) {outcome}{}", call.name, preview(&record.result, 160)));
+        self.ports.tasks.update_task(envelope.task, &update, &[done]).await?;
+        Ok(WakeOutcome::Applied { outbox: 1 })
     }
 
     /// Parks an envelope that can never be processed on `queue`'s dead-letter queue
@@ -536,10 +782,62 @@ struct WakeRun<'a> {
     update: TaskUpdate,
     children: u32,
     expected_version: u64,
+    /// The invocation's deadline, if the wake runs under one.
+    deadline: Option<u64>,
+    /// What this attempt's model steps cost and which steps it used.
+    spend: Spend,
+    /// The agent's loaded memory, for `recall`.
+    notes: Vec<MemoryNote>,
+}
+
+/// Model steps of one attempt: those paid for now (journal key, usage), and every
+/// step key used, whether paid now or replayed from the journal.
+#[derive(Debug, Default)]
+struct Spend {
+    fresh: Vec<(String, Usage)>,
+    used: HashSet<String>,
+}
+
+/// The body of a [`Kind::Tool`] envelope.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct EffectCall {
+    call_id: String,
+    name: String,
+    input: Value,
+}
+
+/// Runs a tool within its timeout; failures and timeouts become error results.
+async fn run_tool(
+    tool: &dyn crate::tools::Tool,
+    name: &str,
+    input: Value,
+    ctx: &ToolContext,
+) -> ToolRecord {
+    let timeout = tool.meta().timeout_ms;
+    match tokio::time::timeout(std::time::Duration::from_millis(timeout), tool.call(input, ctx)).await {
+        Ok(Ok(result)) => ToolRecord {
+            result,
+            is_error: false,
+        },
+        Ok(Err(e)) => ToolRecord {
+            result: preview(&e.to_string(), DETAIL_CHARS),
+            is_error: true,
+        },
+        Err(_) => ToolRecord {
+            result: format!("{name} did not answer within {timeout} ms"),
+            is_error: true,
+        },
+    }
 }
 
 impl<'a> WakeRun<'a> {
-    fn new(kernel: &'a Kernel, agent: &'a AgentDef, env: &'a Envelope, task: Task) -> Self {
+    fn new(
+        kernel: &'a Kernel,
+        agent: &'a AgentDef,
+        env: &'a Envelope,
+        task: Task,
+        deadline: Option<u64>,
+    ) -> Self {
         // A hybrid logical clock: a wake happens after the send that caused it, so
         // the timeline sorts causally even when many wakes share a millisecond.
         let now = kernel.now_ms().max(env.sent_at.saturating_add(1));
@@ -561,6 +859,9 @@ impl<'a> WakeRun<'a> {
             },
             children: 0,
             expected_version: 0,
+            deadline,
+            spend: Spend::default(),
+            notes: Vec::new(),
         }
     }
 
@@ -612,7 +913,20 @@ impl<'a> WakeRun<'a> {
         }
     }
 
-    async fn run(mut self, loaded: Loaded) -> Result<Commit, Retry> {
+    /// Runs the wake; returns the commit (or why to retry) and what its model steps
+    /// cost, which the caller needs even when the attempt is discarded.
+    async fn run(mut self, loaded: Loaded) -> (Result<Commit, Retry>, Spend) {
+        let result = self.apply(loaded).await;
+        let spend = std::mem::take(&mut self.spend);
+        match result {
+            Ok(session) => (Ok(self.commit(session)), spend),
+            Err(r) => (Err(r), spend),
+        }
+    }
+
+    /// Guards, loads and applies the envelope, and thinks. `Ok(None)` leaves the
+    /// session untouched.
+    async fn apply(&mut self, loaded: Loaded) -> Result<Option<Session>, Retry> {
         let env = self.env;
         // Guard.
         if self.task.status.is_final() {
@@ -621,7 +935,7 @@ impl<'a> WakeRun<'a> {
                 env.kind, env.from, self.task.status
             );
             self.event(EventKind::Ignored, detail);
-            return Ok(self.commit(None));
+            return Ok(None);
         }
         if env.hop > self.task.budget.max_hops {
             let reason = format!(
@@ -630,7 +944,7 @@ impl<'a> WakeRun<'a> {
                 env.kind, env.from, env.to, env.hop, self.task.budget.max_hops
             );
             self.fail(reason);
-            return Ok(self.commit(None));
+            return Ok(None);
         }
         if self.now > self.task.deadline_ms() {
             let reason = format!(
@@ -638,11 +952,11 @@ impl<'a> WakeRun<'a> {
                 self.task.budget.timeout_secs
             );
             self.fail(reason);
-            return Ok(self.commit(None));
+            return Ok(None);
         }
         if let Some(reason) = budget_breach(&self.task.usage, &self.task.budget) {
             self.fail(reason);
-            return Ok(self.commit(None));
+            return Ok(None);
         }
 
         // Load: an existing session, or a new one for new work.
@@ -672,7 +986,7 @@ impl<'a> WakeRun<'a> {
             (None, kind) => {
                 let detail = format!("{kind} from {} for a session that does not exist", env.from);
                 self.event(EventKind::Ignored, detail);
-                return Ok(self.commit(None));
+                return Ok(None);
             }
         };
         self.expected_version = session.version;
@@ -707,6 +1021,11 @@ impl<'a> WakeRun<'a> {
                 }
                 session.status = SessionStatus::Active;
             }
+            Kind::Tool => {
+                // Tool envelopes are run by `run_effect`, never applied to a session.
+                self.event(EventKind::Ignored, "tool envelope outside its runner");
+                return Ok(None);
+            }
             Kind::Reply | Kind::Wake | Kind::Approval => {
                 let call = env.in_reply_to.as_deref().unwrap_or_default();
                 let body = match env.kind {
@@ -726,7 +1045,7 @@ impl<'a> WakeRun<'a> {
                             env.kind, env.from
                         );
                         self.event(EventKind::Ignored, detail);
-                        return Ok(self.commit(None));
+                        return Ok(None);
                     }
                 }
                 // Arrival order must not show in the timeline: replies to one fan-out
@@ -753,8 +1072,8 @@ impl<'a> WakeRun<'a> {
                 let deferred = std::mem::take(&mut session.deferred);
                 session.transcript.push(results_message(&slots, deferred));
             }
-            let memory = loaded.memory;
-            self.think(&mut session, &memory).await?;
+            self.notes = loaded.memory;
+            self.think(&mut session).await?;
         }
 
         if self.is_root() && self.update.status.is_none() {
@@ -763,10 +1082,10 @@ impl<'a> WakeRun<'a> {
                 _ => TaskStatus::Running,
             });
         }
-        Ok(self.commit(Some(session)))
+        Ok(Some(session))
     }
 
-    async fn think(&mut self, session: &mut Session, memory: &[MemoryNote]) -> Result<(), Retry> {
+    async fn think(&mut self, session: &mut Session) -> Result<(), Retry> {
         let steps = self.agent.limits.max_steps_per_wake;
         for _ in 0..steps {
             let mut spent = self.task.usage;
@@ -776,15 +1095,11 @@ impl<'a> WakeRun<'a> {
                 session.status = SessionStatus::Done;
                 return Ok(());
             }
-            let request = self.request(session, memory);
-            let response = match self.kernel.ports.model.complete(&request).await {
+            let mut request = self.request(session);
+            let response = match self.step(&mut request).await? {
                 Ok(r) => r,
-                Err(LlmError::Transient { reason, .. }) => {
-                    return Err(Retry(format!("model: {reason}")));
-                }
-                Err(LlmError::Permanent(m)) => {
-                    let m = preview(&m, DETAIL_CHARS);
-                    self.fail(format!("agent {}: model call failed: {m}", self.agent.name));
+                Err(reason) => {
+                    self.fail(reason);
                     session.status = SessionStatus::Done;
                     return Ok(());
                 }
@@ -793,20 +1108,34 @@ impl<'a> WakeRun<'a> {
             self.update.usage.llm_calls += 1;
             self.update.usage.input_tokens += u.input_tokens;
             self.update.usage.output_tokens += u.output_tokens;
+            self.update.usage.cache_read_tokens += u.cache_read_tokens;
+            self.update.usage.cache_write_tokens += u.cache_write_tokens;
             self.update.usage.cost_micros += u.cost_micros;
             let calls: Vec<(String, String, Value)> = response
                 .tool_uses()
                 .map(|(id, name, input)| (id.to_string(), name.to_string(), input.clone()))
                 .collect();
-            self.event(
-                EventKind::Model,
-                format!(
-                    "{} → {} tool call(s), {} tokens",
-                    response.model,
-                    calls.len(),
-                    u.input_tokens + u.output_tokens
-                ),
+            let mut detail = format!(
+                "{} → {} tool call(s), {} tokens",
+                response.model,
+                calls.len(),
+                u.tokens()
             );
+            if u.cache_read_tokens + u.cache_write_tokens > 0 {
+                detail.push_str(&format!(
+                    " ({} cached, {} written to cache)",
+                    u.cache_read_tokens, u.cache_write_tokens
+                ));
+            }
+            if u.cost_micros > 0 {
+                detail.push_str(&format!(", ${:.4}", u.cost_micros as f64 / 1e6));
+            }
+            self.event(EventKind::Model, detail);
+            if let Some(reason) = self.unusable(&response, calls.len()) {
+                self.fail(reason);
+                session.status = SessionStatus::Done;
+                return Ok(());
+            }
             session.transcript.push(Message {
                 role: Role::Assistant,
                 content: response.content.clone(),
@@ -815,8 +1144,22 @@ impl<'a> WakeRun<'a> {
                 self.finish(session, response.text());
                 return Ok(());
             }
+            let limit = self.agent.limits.max_tool_calls_per_step as usize;
             let mut slots = Vec::with_capacity(calls.len());
-            for (id, name, input) in calls {
+            for (i, (id, name, input)) in calls.into_iter().enumerate() {
+                if i >= limit {
+                    slots.push(CallSlot {
+                        id,
+                        name,
+                        target: None,
+                        result: Some(format!(
+                            "not run: at most {limit} tool calls are run from one response \
+                             (limits.max_tool_calls_per_step); ask again for the rest"
+                        )),
+                        is_error: true,
+                    });
+                    continue;
+                }
                 slots.push(self.call(session, id, name, input).await);
             }
             if slots.iter().all(|s| s.result.is_some()) {
@@ -841,7 +1184,89 @@ impl<'a> WakeRun<'a> {
         Ok(())
     }
 
-    fn request(&self, session: &Session, memory: &[MemoryNote]) -> ModelRequest {
+    /// Why a response must not be acted on, if it must not: it was cut off, refused
+    /// or filtered. A cut-off response's tool calls may be truncated and never run.
+    fn unusable(&self, response: &ModelResponse, calls: usize) -> Option<String> {
+        let name = &self.agent.name;
+        match response.stop {
+            StopReason::EndTurn | StopReason::ToolUse => None,
+            StopReason::MaxTokens => Some(format!(
+                "agent {name}: the model's answer was cut off at its limit of {} output tokens{}; \
+                 raise limits.max_output_tokens in agent.toml",
+                self.agent.limits.max_output_tokens,
+                if calls > 0 {
+                    format!(" and its {calls} tool call(s) were not run")
+                } else {
+                    String::new()
+                }
+            )),
+            StopReason::Refusal => Some(format!(
+                "agent {name}: the model refused to answer: {}",
+                preview(&response.text(), DETAIL_CHARS)
+            )),
+            StopReason::ContentFilter => Some(format!(
+                "agent {name}: the provider's content filter stopped the answer"
+            )),
+        }
+    }
+
+    /// One model step: replayed from the journal when this wake already paid for it,
+    /// else asked of the model and journaled before anything acts on it.
+    /// `Ok(Err(reason))`: a permanent failure that fails the task.
+    async fn step(
+        &mut self,
+        request: &mut ModelRequest,
+    ) -> Result<Result<ModelResponse, String>, Retry> {
+        let kernel = self.kernel;
+        let key = journal::step_key(self.env.task, request);
+        self.spend.used.insert(key.clone());
+        match kernel.journal.response(&key).await {
+            Ok(Some(recorded)) => return Ok(Ok(recorded)),
+            Ok(None) => {}
+            // Without the journal the step is paid again, not lost.
+            Err(e) => tracing::warn!(error = %e, "journal read failed; calling the model"),
+        }
+        if let Some(deadline) = self.deadline {
+            let end = deadline.saturating_sub(kernel.config.deadline_margin_ms);
+            let now = kernel.now_ms();
+            if now >= end {
+                return Err(Retry {
+                    reason: "the invocation deadline is near; the wake goes on in the next \
+                             invocation from its journaled steps"
+                        .into(),
+                    delay_ms: Some(0),
+                });
+            }
+            let left = end - now;
+            request.timeout_ms = Some(request.timeout_ms.map_or(left, |t| t.min(left)));
+        }
+        match kernel.ports.model.complete(request).await {
+            Ok(mut response) => {
+                response.usage.llm_calls = 1;
+                kernel.price(&mut response);
+                if let Err(e) = kernel.journal.record_response(&key, &response).await {
+                    // Acting on it anyway pays for it once if this attempt commits.
+                    tracing::warn!(error = %e, "could not journal a model response");
+                }
+                self.spend.fresh.push((key, response.usage));
+                Ok(Ok(response))
+            }
+            Err(LlmError::Transient {
+                reason,
+                retry_after_ms,
+            }) => Err(Retry {
+                reason: format!("model: {reason}"),
+                delay_ms: retry_after_ms,
+            }),
+            Err(LlmError::Permanent(m)) => Ok(Err(format!(
+                "agent {}: model call failed: {}",
+                self.agent.name,
+                preview(&m, DETAIL_CHARS)
+            ))),
+        }
+    }
+
+    fn request(&self, session: &Session) -> ModelRequest {
         let catalog = &self.kernel.catalog;
         let mut system = self.agent.system_prompt.trim().to_string();
         system.push_str(&format!("\n\nYou are the agent `{}`.", self.agent.name));
@@ -856,12 +1281,21 @@ impl<'a> WakeRun<'a> {
                 }
             }
         }
-        if !memory.is_empty() {
-            system.push_str("\nYour long-term memory:");
-            for note in memory {
-                system.push_str(&format!("\n- {}", note.text));
+        // Memory changes between wakes, so it rides after the cached prefix.
+        let shown = self.kernel.config.memory_in_prompt.min(self.notes.len());
+        let context = (shown > 0).then(|| {
+            let mut text = String::from("Your long-term memory (newest last):");
+            for note in &self.notes[self.notes.len() - shown..] {
+                text.push_str(&format!("\n- {}", note.text));
             }
-        }
+            if self.notes.len() > shown {
+                text.push_str(&format!(
+                    "\n({} older notes: search them with recall)",
+                    self.notes.len() - shown
+                ));
+            }
+            text
+        });
         let mut tools: Vec<ToolSpec> = self
             .agent
             .tools
@@ -870,16 +1304,23 @@ impl<'a> WakeRun<'a> {
             .map(|t| t.spec())
             .collect();
         tools.extend(kernel_tools(self.agent));
+        let simple = session.transcript.last().is_some_and(|m| {
+            m.role == Role::User
+                && !m.content.is_empty()
+                && m.content
+                    .iter()
+                    .all(|c| matches!(c, Content::ToolResult { .. }))
+        });
         ModelRequest {
-            model: self.agent.model.clone(),
+            model: self.kernel.route_for(self.agent, simple),
+            fallbacks: self.agent.fallbacks.clone(),
             agent: self.agent.name.to_string(),
             system,
             messages: session.transcript.clone(),
+            context,
             tools,
             max_tokens: self.agent.limits.max_output_tokens,
-            fallbacks: Vec::new(),
-            context: None,
-            cache_key: None,
+            cache_key: Some(format!("{}/{}", self.agent.name, session.id)),
             timeout_ms: None,
         }
     }
@@ -1030,38 +1471,107 @@ impl<'a> WakeRun<'a> {
                 slot.result = Some("Noted in long-term memory.".into());
                 slot
             }
+            RECALL => {
+                let query = input
+                    .get("query")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                slot.result = Some(recall(&self.notes, query));
+                slot
+            }
             _ => {
                 let tool = self
                     .agent
                     .tools
                     .contains(&name)
                     .then(|| self.kernel.tools.get(&name))
-                    .flatten();
+                    .flatten()
+                    .cloned();
                 let Some(tool) = tool else {
+                    // The allow-list is the kernel's: a tool not on it is never run.
+                    self.event(
+                        EventKind::ToolCall,
+                        format!("{name} refused: not one of this agent's tools"),
+                    );
                     return fail(slot, format!("no tool named {name:?} is available to you"));
                 };
-                self.update.usage.tool_calls += 1;
-                let ctx = ToolContext {
-                    agent: self.agent.name.clone(),
-                    session: session.id.clone(),
-                    task: self.env.task,
-                    now_ms: self.now,
-                };
                 let args = preview(&input.to_string(), 120);
-                match tool.call(input, &ctx).await {
-                    Ok(out) => {
-                        self.event(
-                            EventKind::ToolCall,
-                            format!("{name}({args}) → {}", preview(&out, 160)),
-                        );
-                        slot.result = Some(out);
-                        slot
+                if !tool.meta().runs_inline() {
+                    // Effects that must not repeat run in a wake of their own.
+                    let child = self.next_child();
+                    let body = serde_json::to_string(&EffectCall {
+                        call_id: id.clone(),
+                        name: name.clone(),
+                        input,
+                    })
+                    .unwrap_or_default();
+                    self.outbox.push(OutboxItem {
+                        envelope: Envelope {
+                            id: child,
+                            task: self.env.task,
+                            session: session.id.clone(),
+                            from: self.agent.name.to_string(),
+                            to: self.agent.name.clone(),
+                            kind: Kind::Tool,
+                            body,
+                            body_ref: None,
+                            hop: self.env.hop + 1,
+                            trace_id: self.env.trace_id.clone(),
+                            sent_at: self.now,
+                            reply_to: None,
+                            in_reply_to: Some(id),
+                        },
+                        deliver_at: None,
+                    });
+                    self.event(
+                        EventKind::ToolCall,
+                        format!("{name}({args}) queued to run at most once"),
+                    );
+                    slot.target = Some(self.agent.name.to_string());
+                    return slot;
+                }
+                self.update.usage.tool_calls += 1;
+                let key = journal::tool_key(
+                    self.env.task,
+                    self.agent.name.as_str(),
+                    session.id.as_str(),
+                    &id,
+                    &name,
+                    &input,
+                );
+                let journal = &self.kernel.journal;
+                let record = match journal.tool(&key).await {
+                    Ok(Some(r)) => r,
+                    other => {
+                        if let Err(e) = other {
+                            tracing::warn!(error = %e, "journal read failed; running the tool");
+                        }
+                        let ctx = ToolContext {
+                            agent: self.agent.name.clone(),
+                            session: session.id.clone(),
+                            task: self.env.task,
+                            now_ms: self.now,
+                        };
+                        let r = run_tool(tool.as_ref(), &name, input, &ctx).await;
+                        if let Err(e) = journal.record_tool(&key, &r).await {
+                            tracing::warn!(error = %e, "could not journal a tool result");
+                        }
+                        r
                     }
-                    Err(e) => {
-                        let e = preview(&e.to_string(), DETAIL_CHARS);
-                        self.event(EventKind::ToolCall, format!("{name}({args}) failed: {e}"));
-                        fail(slot, e.to_string())
-                    }
+                };
+                if record.is_error {
+                    self.event(
+                        EventKind::ToolCall,
+                        format!("{name}({args}) failed: {}", record.result),
+                    );
+                    fail(slot, record.result)
+                } else {
+                    self.event(
+                        EventKind::ToolCall,
+                        format!("{name}({args}) → {}", preview(&record.result, 160)),
+                    );
+                    slot.result = Some(record.result);
+                    slot
                 }
             }
         }
@@ -1157,6 +1667,15 @@ pub fn kernel_tools(agent: &AgentDef) -> Vec<ToolSpec> {
         }),
     });
     tools.push(ToolSpec {
+        name: RECALL.into(),
+        description: "Search your long-term memory for notes about something.".into(),
+        input_schema: json!({
+            "type": "object",
+            "properties": {"query": {"type": "string", "description": "Words to look for."}},
+            "required": ["query"]
+        }),
+    });
+    tools.push(ToolSpec {
         name: REMEMBER.into(),
         description: "Keep a short note in your long-term memory, seen in every later task.".into(),
         input_schema: json!({
@@ -1166,4 +1685,34 @@ pub fn kernel_tools(agent: &AgentDef) -> Vec<ToolSpec> {
         }),
     });
     tools
+}
+
+/// The memory notes that share the most words with `query`, best first (newest first
+/// among equals), at most five.
+fn recall(notes: &[MemoryNote], query: &str) -> String {
+    let words = |t: &str| -> HashSet<String> {
+        t.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.chars().count() > 2)
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let wanted = words(query);
+    if wanted.is_empty() {
+        return "recall needs a `query` with at least one word of three letters or more".into();
+    }
+    let mut hits: Vec<(usize, usize, &MemoryNote)> = notes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (words(&n.text).intersection(&wanted).count(), i, n))
+        .filter(|(score, _, _)| *score > 0)
+        .collect();
+    hits.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+    if hits.is_empty() {
+        return format!("nothing in your memory matches {query:?}");
+    }
+    hits.iter()
+        .take(5)
+        .map(|(_, _, n)| format!("- {}", n.text))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

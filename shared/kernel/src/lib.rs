@@ -13,15 +13,21 @@
 //! - [`catalog`]: the checked set of agents.
 //! - [`kernel`]: the wake cycle itself (dedupe, load, guard, think, commit, flush).
 //! - [`offline`]: a deterministic model that needs no API key.
+//! - [`journal`]: recorded model responses and tool results, so no step is paid twice.
+//! - [`route`]: routes to providers, fallback chains and circuit breakers.
+//! - [`prices`]: the editable price table every model call is priced from.
 //! - `testkit` (feature): in-memory ports, a scripted model, the conformance suite.
 
 pub mod catalog;
 pub mod ids;
+pub mod journal;
 pub mod kernel;
 pub mod llm;
 pub mod model;
 pub mod offline;
 pub mod ports;
+pub mod prices;
+pub mod route;
 pub mod tools;
 
 #[cfg(feature = "testkit")]

@@ -143,6 +143,10 @@ pub enum Kind {
     Wake,
     /// A person's decision on something an agent asked to have approved.
     Approval,
+    /// A call of a tool with effects (neither read-only nor idempotent), run in a wake
+    /// of its own at most once; its result comes back to the asking session as a
+    /// `reply`.
+    Tool,
 }
 
 impl fmt::Display for Kind {
@@ -153,6 +157,7 @@ impl fmt::Display for Kind {
             Kind::Reply => "reply",
             Kind::Wake => "wake",
             Kind::Approval => "approval",
+            Kind::Tool => "tool",
         };
         f.write_str(s)
     }
@@ -531,6 +536,8 @@ pub struct AgentLimits {
     pub max_steps_per_wake: u32,
     /// Output tokens asked of the model per call.
     pub max_output_tokens: u32,
+    /// Tool calls run from one model response; the rest get an error result.
+    pub max_tool_calls_per_step: u32,
 }
 
 impl Default for AgentLimits {
@@ -538,6 +545,7 @@ impl Default for AgentLimits {
         Self {
             max_steps_per_wake: 8,
             max_output_tokens: 1024,
+            max_tool_calls_per_step: 8,
         }
     }
 }
@@ -550,9 +558,18 @@ pub struct AgentDef {
     /// One line a person (and the orchestrator) reads to know what this agent is for.
     pub purpose: String,
     pub system_prompt: String,
-    /// Model route, `provider:model`; `offline` is the built-in deterministic model.
+    /// Model route, `provider:model`. `offline` is the built-in deterministic model;
+    /// `auto` is the runtime's default (`aos --model`, else a provider whose key is
+    /// set, else `offline`).
     #[serde(default = "default_model")]
     pub model: String,
+    /// A cheaper route for *simple* steps: a step whose request ends with tool results
+    /// only (the model reads answers back rather than planning from a new request).
+    #[serde(default)]
+    pub simple_model: Option<String>,
+    /// Routes tried in order when the chosen one fails transiently.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
     /// Synchronous tools this agent may call.
     #[serde(default)]
     pub tools: Vec<String>,
@@ -570,7 +587,7 @@ pub struct AgentDef {
 }
 
 fn default_model() -> String {
-    "offline".into()
+    "auto".into()
 }
 
 impl AgentDef {

@@ -1,0 +1,180 @@
+//! The journal: every model response and every inline tool result, recorded in the
+//! blob store before the wake acts on it.
+//!
+//! The rule kept here: a retried wake never pays for a step twice. A model step is
+//! keyed by a hash of its canonical request (what the model reads: agent, system
+//! prompt, transcript, context, tools, output limit; not the route, so a step answered
+//! by a fallback model is still that step), and a tool result by a hash of the call
+//! (agent, session, call id, tool, arguments). A wake that runs again after a crash, a
+//! commit conflict, a deadline or a transient error rebuilds the same requests from
+//! the same state, finds their responses here and replays them, with the same tool-call
+//! ids. The same records replay a whole task offline (`aos replay --task`): see
+//! [`Overlay`].
+
+use crate::ids::TaskId;
+use crate::llm::{ModelRequest, ModelResponse};
+use crate::ports::{BlobStore, PortError};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// Where a task's journal lives in the blob store.
+pub fn task_prefix(task: TaskId) -> String {
+    format!("journal/{task}/")
+}
+
+/// The key of a model step: a hash of what the model reads.
+pub fn step_key(task: TaskId, request: &ModelRequest) -> String {
+    let canonical = serde_json::json!({
+        "agent": request.agent,
+        "system": request.system,
+        "messages": request.messages,
+        "context": request.context,
+        "tools": request.tools,
+        "max_tokens": request.max_tokens,
+    });
+    format!("{}model/{}", task_prefix(task), hash(&canonical))
+}
+
+/// The key of an inline tool call's result.
+pub fn tool_key(task: TaskId, agent: &str, session: &str, call_id: &str, name: &str, input: &Value) -> String {
+    let canonical = serde_json::json!([agent, session, call_id, name, input]);
+    format!("{}tool/{}", task_prefix(task), hash(&canonical))
+}
+
+fn hash(v: &Value) -> String {
+    let digest = Sha256::digest(v.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A recorded tool result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolRecord {
+    pub result: String,
+    pub is_error: bool,
+}
+
+/// Reads and writes journal records through the blob store.
+#[derive(Clone)]
+pub struct Journal {
+    blobs: Arc<dyn BlobStore>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Journal")
+    }
+}
+
+impl Journal {
+    pub fn new(blobs: Arc<dyn BlobStore>) -> Self {
+        Self { blobs }
+    }
+
+    /// A recorded model response. A record that no longer decodes (written by an
+    /// older version) counts as absent: the step is simply paid for again.
+    pub async fn response(&self, key: &str) -> Result<Option<ModelResponse>, PortError> {
+        self.read(key).await
+    }
+
+    pub async fn record_response(
+        &self,
+        key: &str,
+        response: &ModelResponse,
+    ) -> Result<(), PortError> {
+        self.write(key, response).await
+    }
+
+    pub async fn tool(&self, key: &str) -> Result<Option<ToolRecord>, PortError> {
+        self.read(key).await
+    }
+
+    pub async fn record_tool(&self, key: &str, record: &ToolRecord) -> Result<(), PortError> {
+        self.write(key, record).await
+    }
+
+    async fn read<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, PortError> {
+        Ok(match self.blobs.get(key).await? {
+            Some(bytes) => serde_json::from_slice(&bytes).ok(),
+            None => None,
+        })
+    }
+
+    async fn write<T: Serialize>(&self, key: &str, value: &T) -> Result<(), PortError> {
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| PortError::Rejected(format!("journal record does not encode: {e}")))?;
+        self.blobs.put(key, &bytes).await
+    }
+}
+
+/// A blob store that writes to `local` and reads journal records from `local`, then
+/// from `recorded`: how `aos replay --task` runs a finished task again in a scratch
+/// store from the original run's journal, with no model and no tool reachable.
+pub struct Overlay {
+    pub local: Arc<dyn BlobStore>,
+    pub recorded: Arc<dyn BlobStore>,
+}
+
+impl std::fmt::Debug for Overlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Overlay")
+    }
+}
+
+#[async_trait]
+impl BlobStore for Overlay {
+    async fn put(&self, key: &str, bytes: &[u8]) -> Result<(), PortError> {
+        self.local.put(key, bytes).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
+        match self.local.get(key).await? {
+            Some(b) => Ok(Some(b)),
+            None if key.starts_with("journal/") || key.starts_with("bodies/") => {
+                self.recorded.get(key).await
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::llm::Message;
+
+    fn request() -> ModelRequest {
+        ModelRequest {
+            model: "openai:a".into(),
+            fallbacks: vec![],
+            agent: "primary".into(),
+            system: "s".into(),
+            messages: vec![Message::user("hi")],
+            context: None,
+            tools: vec![],
+            max_tokens: 10,
+            cache_key: Some("sess".into()),
+            timeout_ms: Some(5),
+        }
+    }
+
+    #[test]
+    fn a_step_is_the_same_step_whichever_route_answers_it() {
+        let t = TaskId::new(1);
+        let a = request();
+        let mut b = request();
+        b.model = "anthropic:b".into();
+        b.timeout_ms = None;
+        b.cache_key = None;
+        assert_eq!(step_key(t, &a), step_key(t, &b));
+        let mut c = request();
+        c.system = "changed prompt".into();
+        assert_ne!(step_key(t, &a), step_key(t, &c));
+        let mut d = request();
+        d.context = Some("memory".into());
+        assert_ne!(step_key(t, &a), step_key(t, &d));
+        assert!(step_key(t, &a).starts_with(&task_prefix(t)));
+    }
+}

@@ -414,8 +414,9 @@ impl Runtime {
         for msg in &batch {
             if failed.contains(msg.receipt.as_str()) {
                 // Lambda would wait out the visibility timeout; retry sooner, with
-                // backoff, so local runs recover quickly.
-                let delay = (250u64 << msg.receive_count.min(7)).min(self.config.visibility_ms);
+                // backoff, so local runs recover quickly, or when the provider said.
+                let backoff = (250u64 << msg.receive_count.min(7)).min(self.config.visibility_ms);
+                let delay = report.delay_for(&msg.receipt).unwrap_or(backoff);
                 if let Err(e) = self.inbox.release(agent, &msg.receipt, delay).await {
                     tracing::warn!(%agent, error = %e, "could not release a message; it comes back after its visibility timeout");
                 }

@@ -8,7 +8,7 @@
 //! rest of its group in this batch are reported failed unprocessed (as Lambda requires
 //! for FIFO queues). Different groups run concurrently.
 
-use aos_kernel::{Envelope, Kernel, WakeOutcome};
+use aos_kernel::{Envelope, Kernel, Retry, WakeOutcome};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::future::join_all;
 
@@ -19,6 +19,21 @@ pub struct BatchReport {
     pub duplicates: usize,
     pub dead_lettered: usize,
     pub failed: usize,
+    /// Failed records that should come back after a given delay (a provider's
+    /// `retry-after`, or 0 to continue at once after an invocation deadline), by
+    /// message id. The trigger releases them with that delay (ChangeMessageVisibility
+    /// on AWS) instead of waiting out the visibility timeout.
+    pub retry_after_ms: Vec<(String, u64)>,
+}
+
+impl BatchReport {
+    /// The delay a failed record asked for, if any.
+    pub fn delay_for(&self, message_id: &str) -> Option<u64> {
+        self.retry_after_ms
+            .iter()
+            .find(|(id, _)| id == message_id)
+            .map(|(_, ms)| *ms)
+    }
 }
 
 /// Handles one SQS batch for `agent` (the agent whose queue this is). `max_receives`
@@ -54,6 +69,7 @@ pub async fn handle_batch(
         report.duplicates += r.duplicates;
         report.dead_lettered += r.dead_lettered;
         report.failed += r.failed;
+        report.retry_after_ms.extend(r.retry_after_ms);
     }
     (response, report)
 }
@@ -78,8 +94,11 @@ async fn run_group(
             Ok(Some(WakeOutcome::Applied { .. })) => report.applied += 1,
             Ok(Some(WakeOutcome::Duplicate)) => report.duplicates += 1,
             Ok(Some(WakeOutcome::DeadLettered { .. })) | Ok(None) => report.dead_lettered += 1,
-            Err(reason) => {
-                tracing::warn!(agent, message_id = %id, %reason, "record failed; it will be retried");
+            Err(Retry { reason, delay_ms }) => {
+                tracing::warn!(agent, message_id = %id, %reason, ?delay_ms, "record failed; it will be retried");
+                if let Some(ms) = delay_ms {
+                    report.retry_after_ms.push((id.clone(), ms));
+                }
                 failures.push(failure(id));
                 report.failed += 1;
                 failed = true;
@@ -95,15 +114,12 @@ async fn handle_record(
     agent: &str,
     record: &SqsMessage,
     max_receives: u32,
-) -> Result<Option<WakeOutcome>, String> {
+) -> Result<Option<WakeOutcome>, Retry> {
     let body = record.body.as_deref().unwrap_or_default();
     let envelope = match Envelope::parse(body) {
         Ok(e) => e,
         Err(reason) => {
-            kernel
-                .reject_raw(agent, body, &reason)
-                .await
-                .map_err(|e| e.reason)?;
+            kernel.reject_raw(agent, body, &reason).await?;
             return Ok(None);
         }
     };
@@ -112,10 +128,7 @@ async fn handle_record(
             "envelope addressed to '{}' arrived on the queue of '{agent}'",
             envelope.to
         );
-        kernel
-            .dead_letter(agent, &envelope, reason)
-            .await
-            .map_err(|e| e.reason)?;
+        kernel.dead_letter(agent, &envelope, reason).await?;
         return Ok(None);
     }
     let receives: u32 = record
@@ -129,13 +142,9 @@ async fn handle_record(
         (Ok(outcome), _) => Ok(Some(outcome)),
         (Err(retry), Some(envelope)) => {
             let reason = format!("gave up after {receives} attempts: {}", retry.reason);
-            kernel
-                .dead_letter(agent, &envelope, reason)
-                .await
-                .map(Some)
-                .map_err(|e| e.reason)
+            kernel.dead_letter(agent, &envelope, reason).await.map(Some)
         }
-        (Err(retry), None) => Err(retry.reason),
+        (Err(retry), None) => Err(retry),
     }
 }
 

@@ -39,7 +39,14 @@ pub fn step_key(task: TaskId, request: &ModelRequest) -> String {
 }
 
 /// The key of an inline tool call's result.
-pub fn tool_key(task: TaskId, agent: &str, session: &str, call_id: &str, name: &str, input: &Value) -> String {
+pub fn tool_key(
+    task: TaskId,
+    agent: &str,
+    session: &str,
+    call_id: &str,
+    name: &str,
+    input: &Value,
+) -> String {
     let canonical = serde_json::json!([agent, session, call_id, name, input]);
     format!("{}tool/{}", task_prefix(task), hash(&canonical))
 }
@@ -95,7 +102,10 @@ impl Journal {
         self.write(key, record).await
     }
 
-    async fn read<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, PortError> {
+    async fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, PortError> {
         Ok(match self.blobs.get(key).await? {
             Some(bytes) => serde_json::from_slice(&bytes).ok(),
             None => None,

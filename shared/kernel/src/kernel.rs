@@ -9,7 +9,9 @@
 
 use crate::catalog::Catalog;
 use crate::ids::{EnvelopeId, TaskId};
+use crate::journal::{self, Journal, ToolRecord};
 use crate::llm::{Content, LlmError, Message, Model, ModelRequest, Role, ToolSpec};
+use crate::llm::{ModelResponse, StopReason};
 use crate::model::{
     AgentDef, AgentName, Budget, CallSlot, Envelope, Event, EventKind, INLINE_BODY_LIMIT, Kind,
     MAX_BODY_BYTES, MemoryNote, Origin, OutboxItem, ReplyTo, Session, SessionId, SessionStatus,
@@ -18,12 +20,10 @@ use crate::model::{
 use crate::ports::{
     BlobStore, Clock, Commit, Loaded, Mailbox, PortError, Scheduler, SessionStore, TaskStore,
 };
-use crate::journal::{self, Journal, ToolRecord};
-use crate::llm::{ModelResponse, StopReason};
 use crate::prices::PriceTable;
 use crate::tools::{ToolContext, ToolRegistry};
-use std::collections::HashSet;
 use serde_json::{Value, json};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Dead letters keep at most this much of an inline body.
@@ -217,7 +217,11 @@ impl Kernel {
         if response.usage.cost_micros > 0 {
             return;
         }
-        match self.config.prices.cost_micros(&response.model, &response.usage) {
+        match self
+            .config
+            .prices
+            .cost_micros(&response.model, &response.usage)
+        {
             Some(c) => response.usage.cost_micros = c,
             None => {
                 let mut seen = match self.unpriced.lock() {
@@ -491,10 +495,22 @@ impl Kernel {
             envelope: Some(envelope.id),
         };
         let (outbox, detail) = match (task.status.is_final(), tool) {
-            (true, _) => (Vec::new(), format!("{}({args}) not run: the task is already {}", call.name, task.status)),
+            (true, _) => (
+                Vec::new(),
+                format!(
+                    "{}({args}) not run: the task is already {}",
+                    call.name, task.status
+                ),
+            ),
             (false, None) => {
                 let text = format!("error: no tool named {:?} is available to you", call.name);
-                (vec![OutboxItem { envelope: reply(text), deliver_at: None }], format!("{}({args}) refused: not an allowed tool", call.name))
+                (
+                    vec![OutboxItem {
+                        envelope: reply(text),
+                        deliver_at: None,
+                    }],
+                    format!("{}({args}) refused: not an allowed tool", call.name),
+                )
             }
             (false, Some(_)) => {
                 let text = format!(
@@ -502,7 +518,13 @@ impl Kernel {
                      started, and it was not started again so that it never runs twice",
                     call.name
                 );
-                (vec![OutboxItem { envelope: reply(text), deliver_at: None }], format!("{}({args}) started (runs at most once)", call.name))
+                (
+                    vec![OutboxItem {
+                        envelope: reply(text),
+                        deliver_at: None,
+                    }],
+                    format!("{}({args}) started (runs at most once)", call.name),
+                )
             }
         };
         let claim = Commit {
@@ -513,7 +535,10 @@ impl Kernel {
             session: None,
             outbox: self.prepare(outbox).await?,
             task_update: TaskUpdate {
-                usage: Usage { wakes: 1, ..Usage::default() },
+                usage: Usage {
+                    wakes: 1,
+                    ..Usage::default()
+                },
                 ..TaskUpdate::default()
             },
             events: vec![event(0, detail)],
@@ -527,7 +552,9 @@ impl Kernel {
         }
         let Some(tool) = tool.filter(|_| !task.status.is_final()) else {
             self.flush(&claim.outbox).await?;
-            return Ok(WakeOutcome::Applied { outbox: claim.outbox.len() });
+            return Ok(WakeOutcome::Applied {
+                outbox: claim.outbox.len(),
+            });
         };
         let ctx = ToolContext {
             agent: agent.name.clone(),
@@ -542,16 +569,32 @@ impl Kernel {
             record.result.clone()
         };
         let sent = self
-            .prepare(vec![OutboxItem { envelope: reply(body), deliver_at: None }])
+            .prepare(vec![OutboxItem {
+                envelope: reply(body),
+                deliver_at: None,
+            }])
             .await?;
         self.flush(&sent).await?;
         let update = TaskUpdate {
-            usage: Usage { tool_calls: 1, ..Usage::default() },
+            usage: Usage {
+                tool_calls: 1,
+                ..Usage::default()
+            },
             ..TaskUpdate::default()
         };
         let outcome = if record.is_error { "failed: " } else { "→ " };
-        let done = event(1, format!("{}({args}) {outcome}{}", call.name, preview(&record.result, 160)));
-        self.ports.tasks.update_task(envelope.task, &update, &[done]).await?;
+        let done = event(
+            1,
+            format!(
+                "{}({args}) {outcome}{}",
+                call.name,
+                preview(&record.result, 160)
+            ),
+        );
+        self.ports
+            .tasks
+            .update_task(envelope.task, &update, &[done])
+            .await?;
         Ok(WakeOutcome::Applied { outbox: 1 })
     }
 
@@ -814,7 +857,12 @@ async fn run_tool(
     ctx: &ToolContext,
 ) -> ToolRecord {
     let timeout = tool.meta().timeout_ms;
-    match tokio::time::timeout(std::time::Duration::from_millis(timeout), tool.call(input, ctx)).await {
+    match tokio::time::timeout(
+        std::time::Duration::from_millis(timeout),
+        tool.call(input, ctx),
+    )
+    .await
+    {
         Ok(Ok(result)) => ToolRecord {
             result,
             is_error: false,
@@ -1476,7 +1524,8 @@ impl<'a> WakeRun<'a> {
                     .get("query")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                slot.result = Some(recall(&self.notes, query));
+                let notes: Vec<&MemoryNote> = self.notes.iter().chain(&self.memory).collect();
+                slot.result = Some(recall(&notes, query));
                 slot
             }
             _ => {
@@ -1689,7 +1738,7 @@ pub fn kernel_tools(agent: &AgentDef) -> Vec<ToolSpec> {
 
 /// The memory notes that share the most words with `query`, best first (newest first
 /// among equals), at most five.
-fn recall(notes: &[MemoryNote], query: &str) -> String {
+fn recall(notes: &[&MemoryNote], query: &str) -> String {
     let words = |t: &str| -> HashSet<String> {
         t.split(|c: char| !c.is_alphanumeric())
             .filter(|w| w.chars().count() > 2)
@@ -1703,7 +1752,7 @@ fn recall(notes: &[MemoryNote], query: &str) -> String {
     let mut hits: Vec<(usize, usize, &MemoryNote)> = notes
         .iter()
         .enumerate()
-        .map(|(i, n)| (words(&n.text).intersection(&wanted).count(), i, n))
+        .map(|(i, n)| (words(&n.text).intersection(&wanted).count(), i, *n))
         .filter(|(score, _, _)| *score > 0)
         .collect();
     hits.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));

@@ -36,9 +36,16 @@ impl PriceTable {
         let table: PriceTable =
             toml::from_str(text).map_err(|e| format!("price table does not parse: {e}"))?;
         for (pattern, p) in &table.models {
-            let all = [p.input, p.output, p.cache_read.unwrap_or(0.0), p.cache_write.unwrap_or(0.0)];
+            let all = [
+                p.input,
+                p.output,
+                p.cache_read.unwrap_or(0.0),
+                p.cache_write.unwrap_or(0.0),
+            ];
             if all.iter().any(|v| !v.is_finite() || *v < 0.0) {
-                return Err(format!("price of {pattern:?} must be a non-negative number"));
+                return Err(format!(
+                    "price of {pattern:?} must be a non-negative number"
+                ));
             }
         }
         Ok(table)
@@ -117,7 +124,10 @@ cache_write = 1.25
             ..Usage::default()
         };
         // mini: 1000*0.15 + 100*0.6 + 10000*0.15 + 2000*0.15 = 150+60+1500+300
-        assert_eq!(t.cost_micros("openai:gpt-4o-mini-2024-07-18", &u), Some(2_010));
+        assert_eq!(
+            t.cost_micros("openai:gpt-4o-mini-2024-07-18", &u),
+            Some(2_010)
+        );
         // 4o: 2500 + 1000 + 12500 + 5000
         assert_eq!(t.cost_micros("openai:gpt-4o", &u), Some(21_000));
         // 1000 + 500 + 1000 + 2500

@@ -107,7 +107,11 @@ impl Router {
             b.consecutive += 1;
             if b.consecutive >= self.policy.failures {
                 b.open_until = now.saturating_add(self.policy.open_ms);
-                tracing::warn!(provider, open_ms = self.policy.open_ms, "circuit breaker opened");
+                tracing::warn!(
+                    provider,
+                    open_ms = self.policy.open_ms,
+                    "circuit breaker opened"
+                );
             }
         }
     }
@@ -127,7 +131,11 @@ impl Model for Router {
             let Some(model) = self.providers.get(provider) else {
                 reasons.push(format!(
                     "{route}: no provider '{provider}' is configured (configured: {})",
-                    self.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+                    self.providers
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
                 continue;
             };
@@ -243,9 +251,15 @@ mod tests {
         let clock = Arc::new(Fixed(AtomicU64::new(1_000)));
         let a = flaky("a", usize::MAX, Some(4_000));
         let b = flaky("b", 0, None);
-        let router = Router::new(clock.clone(), BreakerPolicy { failures: 2, open_ms: 10_000 })
-            .with("pa", a.clone())
-            .with("pb", b.clone());
+        let router = Router::new(
+            clock.clone(),
+            BreakerPolicy {
+                failures: 2,
+                open_ms: 10_000,
+            },
+        )
+        .with("pa", a.clone())
+        .with("pb", b.clone());
         let r = req("pa:m1", &["pb:m2"]);
         for _ in 0..3 {
             let out = router.complete(&r).await.unwrap();
@@ -263,7 +277,11 @@ mod tests {
         }
         clock.0.store(11_001, Ordering::SeqCst);
         let err = router.complete(&req("pa:m1", &[])).await.unwrap_err();
-        assert_eq!(a.calls.load(Ordering::SeqCst), 3, "half-open lets one call through");
+        assert_eq!(
+            a.calls.load(Ordering::SeqCst),
+            3,
+            "half-open lets one call through"
+        );
         match err {
             LlmError::Transient { retry_after_ms, .. } => assert_eq!(retry_after_ms, Some(4_000)),
             other => panic!("{other:?}"),
@@ -280,7 +298,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // ...but a configured fallback still answers.
-        let ok = router.complete(&req("anthropic:x", &["pb:y"])).await.unwrap();
+        let ok = router
+            .complete(&req("anthropic:x", &["pb:y"]))
+            .await
+            .unwrap();
         assert_eq!(ok.model, "pb:y");
     }
 }

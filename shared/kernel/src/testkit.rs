@@ -53,6 +53,8 @@ pub struct MemStore {
     state: Mutex<StoreState>,
     /// Commits still to fail with `Unavailable` (to simulate a crash before commit).
     pub fail_commits: AtomicU64,
+    /// Commits still to lose a race (`Conflict`, as if another wake committed first).
+    pub conflict_commits: AtomicU64,
     pub commits: AtomicU64,
 }
 
@@ -87,6 +89,13 @@ impl SessionStore for MemStore {
             .is_ok()
         {
             return Err(PortError::Unavailable("injected commit failure".into()));
+        }
+        if self
+            .conflict_commits
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(PortError::Conflict);
         }
         let mut s = self.state.lock().unwrap();
         if s.applied.contains_key(&(c.key.clone(), c.envelope)) {

@@ -8,9 +8,11 @@
 //! - [`runtime`]: trigger loops that do what Lambda's SQS event source mapping does.
 //! - [`render`]: progress lines, the answer and the timeline, for a terminal.
 //! - [`bench`]: `aos bench` figures.
+//! - [`replay`]: `aos replay --task`, a whole run again from its journal, diffed.
 
 pub mod bench;
 pub mod render;
+pub mod replay;
 pub mod runtime;
 
 pub use runtime::{RunningRuntime, Runtime, RuntimeConfig};

@@ -85,13 +85,19 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Replay a recorded SQS event (events/sqs/*.json) through an agent's handler.
+    /// Replay a recorded SQS event (events/sqs/*.json) through an agent's handler, or
+    /// (`--task`) re-run a finished task from its journal with no model and no tool
+    /// calls and print the diff of its timeline against the original.
     Replay {
         /// Path to the event JSON.
-        file: PathBuf,
+        #[arg(required_unless_present = "task", conflicts_with = "task")]
+        file: Option<PathBuf>,
         /// The agent whose queue the event came from.
+        #[arg(long, required_unless_present = "task")]
+        agent: Option<String>,
+        /// A finished task to re-run from its recorded model responses and tool results.
         #[arg(long)]
-        agent: String,
+        task: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -130,6 +136,82 @@ struct Common {
     /// Receives before a message goes to the dead-letter queue.
     #[arg(long, env = "AOS_MAX_RECEIVES", default_value_t = 5)]
     max_receives: u32,
+    /// The model route for every agent (`provider:model`, e.g. `openai:gpt-4o-mini`,
+    /// `anthropic:claude-haiku-4-5`, `bedrock:amazon.nova-lite-v1:0`, `offline`).
+    /// Without it, agents whose model is `auto` use the first provider whose key is set
+    /// (ANTHROPIC_API_KEY, then OPENAI_API_KEY / OPENAI_BASE_URL), else the offline model.
+    #[arg(long, env = "AOS_MODEL")]
+    model: Option<String>,
+    /// Your copy of the model price table (default: functions/prices.toml, built in).
+    #[arg(long, env = "AOS_PRICES")]
+    prices: Option<PathBuf>,
+}
+
+/// The price table built into the binary.
+const PRICES: &str = include_str!("../functions/prices.toml");
+
+/// Which models answer, and why: what `aos` prints before it runs anything.
+struct ModelChoice {
+    kernel: aos_kernel::KernelConfig,
+    providers: aos::runtime::Providers,
+    said: String,
+}
+
+/// Reads the provider settings from the environment (the one place that does).
+async fn choose_models(model: Option<&str>, prices: Option<&std::path::Path>) -> anyhow::Result<ModelChoice> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let wants_bedrock = model.is_some_and(|m| m.starts_with("bedrock:"))
+        || var("AOS_BEDROCK").is_some_and(|v| matches!(v.as_str(), "1" | "true"));
+    let bedrock = if wants_bedrock {
+        Some(aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await)
+    } else {
+        None
+    };
+    let config = aos_models::ProviderConfig {
+        openai_api_key: var("OPENAI_API_KEY"),
+        openai_base_url: var("OPENAI_BASE_URL"),
+        anthropic_api_key: var("ANTHROPIC_API_KEY"),
+        anthropic_base_url: var("ANTHROPIC_BASE_URL"),
+        bedrock,
+    };
+    let providers = aos_models::Providers::new(config).context("setting up the model providers")?;
+    let prefixes: Vec<String> = providers.prefixes().map(str::to_string).collect();
+    let (default_model, why) = if let Some(m) = var("AOS_DEFAULT_MODEL") {
+        (m, "AOS_DEFAULT_MODEL".to_string())
+    } else if prefixes.iter().any(|p| p == "anthropic") {
+        ("anthropic:claude-haiku-4-5".to_string(), "ANTHROPIC_API_KEY is set".to_string())
+    } else if prefixes.iter().any(|p| p == "openai") {
+        ("openai:gpt-4o-mini".to_string(), "OPENAI_API_KEY or OPENAI_BASE_URL is set".to_string())
+    } else {
+        ("offline".to_string(), "no provider configured: pass --model or set ANTHROPIC_API_KEY or OPENAI_API_KEY".to_string())
+    };
+    let said = match model {
+        Some(m) => format!("model: {m} (--model)"),
+        None => format!("model: {default_model} ({why})"),
+    };
+    if let Some(m) = model {
+        let p = aos_kernel::route::provider_of(m);
+        if p != "offline" && !prefixes.iter().any(|x| x == p) {
+            bail!("--model {m}: provider '{p}' is not configured (configured: offline{}); set its key (OPENAI_API_KEY, ANTHROPIC_API_KEY) or AOS_BEDROCK=1", prefixes.iter().map(|p| format!(", {p}")).collect::<String>());
+        }
+    }
+    let table = match prices {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the price table {}", path.display()))?,
+        None => PRICES.to_string(),
+    };
+    let prices = aos_kernel::prices::PriceTable::from_toml(&table).map_err(anyhow::Error::msg)?;
+    let kernel = aos_kernel::KernelConfig {
+        default_model,
+        model_override: model.map(str::to_string),
+        prices: std::sync::Arc::new(prices),
+        ..aos_kernel::KernelConfig::default()
+    };
+    Ok(ModelChoice {
+        kernel,
+        providers: aos::runtime::Providers(providers.into_map().into_iter().collect()),
+        said,
+    })
 }
 
 /// An opened runtime, and the emulator it runs on, if this process started one.
@@ -138,17 +220,24 @@ struct Opened {
     _moto: Option<aos_aws::emulator::Moto>,
     /// What `aos` prints as "store:".
     shown: String,
+    /// Which model answers, and why.
+    models: String,
 }
 
 impl Common {
     async fn open(&self) -> anyhow::Result<Opened> {
-        let config = self.config();
+        let mut config = self.config();
+        let models = choose_models(self.model.as_deref(), self.prices.as_deref()).await?;
+        config.kernel = models.kernel;
+        config.providers = models.providers;
+        let said = models.said;
         match self.backend {
             BackendKind::Local => Ok(Opened {
                 runtime: Runtime::open(config)
                     .with_context(|| format!("opening the store at {}", self.db.display()))?,
                 _moto: None,
                 shown: self.db.display().to_string(),
+                models: said,
             }),
             BackendKind::Aws => {
                 let clock: std::sync::Arc<dyn aos_kernel::ports::Clock> =
@@ -198,6 +287,7 @@ impl Common {
                     runtime,
                     _moto: moto,
                     shown,
+                    models: said,
                 })
             }
         }
@@ -269,8 +359,13 @@ fn main() -> anyhow::Result<()> {
             Command::Replay {
                 file,
                 agent,
+                task,
                 common,
-            } => replay(&file, &agent, &common).await,
+            } => match (task, file, agent) {
+                (Some(task), _, _) => replay_task(&task, &common).await,
+                (None, Some(file), Some(agent)) => replay(&file, &agent, &common).await,
+                _ => bail!("aos replay needs an event file and --agent, or --task <id>"),
+            },
             Command::Bench { .. } => Ok(0),
         }
     })?;
@@ -292,8 +387,8 @@ async fn run(
     let task = kernel.submit(agent, request, None).await?;
     if !quiet {
         eprintln!(
-            "Task {} submitted to {agent} (store: {})",
-            task.id, opened.shown
+            "Task {} submitted to {agent} (store: {}; {})",
+            task.id, opened.shown, opened.models
         );
     }
     let store = kernel.ports().tasks.clone();
@@ -474,6 +569,31 @@ async fn replay(file: &std::path::Path, agent: &str, common: &Common) -> anyhow:
     );
     println!("{}", serde_json::to_string_pretty(&response)?);
     Ok(if report.failed > 0 { 1 } else { 0 })
+}
+
+async fn replay_task(id: &str, common: &Common) -> anyhow::Result<i32> {
+    let id: TaskId = id
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{id:?} is not a task id (a ULID)"))?;
+    let opened = common.open().await?;
+    let ports = opened.runtime.kernel().ports().clone();
+    let catalog = opened.runtime.kernel().catalog().clone();
+    let scratch = std::env::temp_dir().join(format!("aos-replay-{}", std::process::id()));
+    eprintln!("Replaying task {id} from its journal in {} (store: {})", opened.shown, scratch.display());
+    let report = aos::replay::replay_task(
+        id,
+        ports.tasks,
+        ports.blobs,
+        catalog,
+        common.config(),
+        &scratch,
+        Duration::from_secs(120),
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let report = report?;
+    print!("{}", aos::replay::render(&report));
+    Ok(if report.same() { 0 } else { 1 })
 }
 
 fn run_bench(tasks: usize, e2e_tasks: usize, concurrency: usize) -> anyhow::Result<()> {

@@ -17,7 +17,9 @@ use aos_aws::AwsBackend;
 use aos_entrypoints::sqs;
 use aos_kernel::llm::{LlmError, Model, ModelRequest, ModelResponse};
 use aos_kernel::offline::OfflineModel;
-use aos_kernel::ports::{Clock, Inbox, Mailbox, PortError, SystemClock};
+use aos_kernel::ports::{BlobStore, Clock, Inbox, Mailbox, PortError, SystemClock};
+use aos_kernel::journal::{Diverged, Overlay, replay_tools};
+use aos_kernel::route::{BreakerPolicy, Router};
 use aos_kernel::{Catalog, Envelope, Kernel, KernelConfig, Ports};
 use aos_local::{LocalConfig, LocalStore};
 use async_trait::async_trait;
@@ -52,6 +54,34 @@ pub struct RuntimeConfig {
     /// the emulator stores schedules but never fires them. Off against real AWS, where
     /// the service delivers them.
     pub deliver_schedules: bool,
+    /// Model routes, prices, memory and deadline settings of the kernel.
+    pub kernel: KernelConfig,
+    /// Real model providers by route prefix (`openai`, `anthropic`, `bedrock`); the
+    /// offline model is always there as `offline`.
+    pub providers: Providers,
+    /// Replay mode: run against a scratch store whose journal reads fall through to
+    /// this recorded one, with no model and no tool reachable.
+    pub replay_from: Option<RecordedBlobs>,
+}
+
+/// The blob store holding a recorded run's journal.
+#[derive(Clone)]
+pub struct RecordedBlobs(pub Arc<dyn BlobStore>);
+
+impl std::fmt::Debug for RecordedBlobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordedBlobs")
+    }
+}
+
+/// Model providers by route prefix.
+#[derive(Clone, Default)]
+pub struct Providers(pub Vec<(String, Arc<dyn Model>)>);
+
+impl std::fmt::Debug for Providers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(p, _)| p)).finish()
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -66,6 +96,9 @@ impl Default for RuntimeConfig {
             model_latency_ms: 0,
             tools: ToolsConfig::default(),
             deliver_schedules: true,
+            kernel: KernelConfig::default(),
+            providers: Providers::default(),
+            replay_from: None,
         }
     }
 }
@@ -165,6 +198,7 @@ pub struct Runtime {
     bells: Arc<Doorbells>,
     config: RuntimeConfig,
     metrics: Arc<Metrics>,
+    replay: Option<Arc<Overlay>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -243,12 +277,27 @@ impl Runtime {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let bells = Arc::new(Doorbells::default());
-        let mut model: Arc<dyn Model> = Arc::new(OfflineModel::new(&catalog));
+        let mut offline: Arc<dyn Model> = Arc::new(OfflineModel::new(&catalog));
         if config.model_latency_ms > 0 {
-            model = Arc::new(Delayed {
-                inner: model,
+            offline = Arc::new(Delayed {
+                inner: offline,
                 latency: Duration::from_millis(config.model_latency_ms),
             });
+        }
+        let mut router = Router::new(clock.clone(), BreakerPolicy::default()).with("offline", offline);
+        for (prefix, model) in &config.providers.0 {
+            router = router.with(prefix.clone(), model.clone());
+        }
+        let mut model: Arc<dyn Model> = Arc::new(router);
+        let mut tools = reference_tools(&config.tools);
+        let mut blobs = blobs;
+        let mut replay = None;
+        if let Some(recorded) = &config.replay_from {
+            let overlay = Arc::new(Overlay::new(blobs, recorded.0.clone()));
+            model = Arc::new(Diverged(overlay.clone()));
+            tools = replay_tools(&tools, &overlay);
+            blobs = overlay.clone();
+            replay = Some(overlay);
         }
         let ports = Ports {
             sessions,
@@ -262,12 +311,7 @@ impl Runtime {
             model,
             clock,
         };
-        let kernel = Kernel::new(
-            catalog,
-            reference_tools(&config.tools),
-            ports,
-            KernelConfig::default(),
-        )?;
+        let kernel = Kernel::new(catalog, tools, ports, config.kernel.clone())?;
         Ok(Self {
             kernel,
             backend,
@@ -275,6 +319,7 @@ impl Runtime {
             bells,
             config,
             metrics: Arc::new(Metrics::default()),
+            replay,
         })
     }
 
@@ -286,6 +331,10 @@ impl Runtime {
     }
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+    /// In replay mode: the overlay that counts what the recording served.
+    pub fn replay(&self) -> Option<&Arc<Overlay>> {
+        self.replay.as_ref()
     }
     pub fn inbox(&self) -> Arc<dyn Inbox> {
         self.inbox.clone()

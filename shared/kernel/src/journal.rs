@@ -12,13 +12,15 @@
 //! [`Overlay`].
 
 use crate::ids::TaskId;
-use crate::llm::{ModelRequest, ModelResponse};
+use crate::llm::{LlmError, Model, ModelRequest, ModelResponse, ToolSpec};
+use crate::tools::{Tool, ToolContext, ToolError, ToolMeta, ToolRegistry};
 use crate::ports::{BlobStore, PortError};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where a task's journal lives in the blob store.
 pub fn task_prefix(task: TaskId) -> String {
@@ -125,6 +127,27 @@ impl Journal {
 pub struct Overlay {
     pub local: Arc<dyn BlobStore>,
     pub recorded: Arc<dyn BlobStore>,
+    /// Model steps served from the recorded journal.
+    pub replayed_steps: AtomicU64,
+    /// Tool results served from the recorded journal.
+    pub replayed_tools: AtomicU64,
+    /// Steps that reached the model anyway ([`Diverged`] answered them).
+    pub model_calls: AtomicU64,
+    /// Tool calls that reached a tool anyway ([`ReplayTool`] refused them).
+    pub tool_runs: AtomicU64,
+}
+
+impl Overlay {
+    pub fn new(local: Arc<dyn BlobStore>, recorded: Arc<dyn BlobStore>) -> Self {
+        Self {
+            local,
+            recorded,
+            replayed_steps: AtomicU64::new(0),
+            replayed_tools: AtomicU64::new(0),
+            model_calls: AtomicU64::new(0),
+            tool_runs: AtomicU64::new(0),
+        }
+    }
 }
 
 impl std::fmt::Debug for Overlay {
@@ -142,11 +165,84 @@ impl BlobStore for Overlay {
         match self.local.get(key).await? {
             Some(b) => Ok(Some(b)),
             None if key.starts_with("journal/") || key.starts_with("bodies/") => {
-                self.recorded.get(key).await
+                let found = self.recorded.get(key).await?;
+                if found.is_some() {
+                    let counter = if key.contains("/model/") {
+                        &self.replayed_steps
+                    } else {
+                        &self.replayed_tools
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(found)
             }
             None => Ok(None),
         }
     }
+}
+
+/// The model of a replay: every step must come from the journal, so reaching this
+/// model means the run diverged from the recording (a prompt, a tool list or code
+/// changed) at this step. It fails the task with a reason that says so.
+#[derive(Debug)]
+pub struct Diverged(pub Arc<Overlay>);
+
+#[async_trait]
+impl Model for Diverged {
+    async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, LlmError> {
+        self.0.model_calls.fetch_add(1, Ordering::Relaxed);
+        Err(LlmError::Permanent(format!(
+            "replay diverged: no recorded response for this step of agent {} \
+             (step {} of its session); the prompt, the tools or the transcript differ \
+             from the recorded run",
+            request.agent,
+            request.messages.len().div_ceil(2)
+        )))
+    }
+}
+
+/// A tool in a replay: the model sees the real tool's spec, but it never runs; its
+/// result must come from the journal.
+pub struct ReplayTool {
+    pub tool: Arc<dyn Tool>,
+    pub overlay: Arc<Overlay>,
+}
+
+impl std::fmt::Debug for ReplayTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplayTool")
+    }
+}
+
+#[async_trait]
+impl Tool for ReplayTool {
+    fn spec(&self) -> ToolSpec {
+        self.tool.spec()
+    }
+    fn meta(&self) -> ToolMeta {
+        self.tool.meta()
+    }
+    async fn call(&self, _input: Value, _ctx: &ToolContext) -> Result<String, ToolError> {
+        self.overlay.tool_runs.fetch_add(1, Ordering::Relaxed);
+        Err(ToolError(format!(
+            "replay diverged: no recorded result for this call of {}",
+            self.tool.spec().name
+        )))
+    }
+}
+
+/// The registry of a replay: every tool of `tools` as a [`ReplayTool`].
+pub fn replay_tools(tools: &ToolRegistry, overlay: &Arc<Overlay>) -> ToolRegistry {
+    let mut out = ToolRegistry::new();
+    for name in tools.names() {
+        if let Some(t) = tools.get(name) {
+            out.insert(Arc::new(ReplayTool {
+                tool: t.clone(),
+                overlay: overlay.clone(),
+            }));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

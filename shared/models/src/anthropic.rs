@@ -30,8 +30,8 @@ impl AnthropicMessages {
     pub fn new(api_key: String, base_url: Option<String>) -> Result<Self, SetupError> {
         let base = base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
         let mut headers = HeaderMap::new();
-        let mut key =
-            HeaderValue::from_str(&api_key).map_err(|_| SetupError::BadApiKey { provider: PREFIX })?;
+        let mut key = HeaderValue::from_str(&api_key)
+            .map_err(|_| SetupError::BadApiKey { provider: PREFIX })?;
         key.set_sensitive(true);
         headers.insert(HeaderName::from_static("x-api-key"), key);
         headers.insert(
@@ -56,7 +56,7 @@ impl Model for AnthropicMessages {
         let model = model_id(PREFIX, &request.model)?;
         let body = request_body(model, request);
         let wire: MessagesResponse = self.endpoint.post(&body, request.timeout_ms).await?;
-        Ok(response(wire))
+        Ok(response(model, wire))
     }
 }
 
@@ -65,11 +65,7 @@ fn cache_control() -> Value {
 }
 
 fn request_body(model: &str, request: &ModelRequest) -> Value {
-    let mut messages: Vec<Value> = request
-        .messages
-        .iter()
-        .filter_map(wire_message)
-        .collect();
+    let mut messages: Vec<Value> = request.messages.iter().filter_map(wire_message).collect();
     if let Some(block) = messages
         .last_mut()
         .and_then(|m| m["content"].as_array_mut())
@@ -130,7 +126,7 @@ fn wire_message(m: &Message) -> Option<Value> {
                 "type": "tool_use",
                 "id": id,
                 "name": name,
-                "input": object_input(input),
+                "input": crate::object_input(input),
             })),
             Content::ToolResult {
                 tool_use_id,
@@ -154,18 +150,11 @@ fn wire_message(m: &Message) -> Option<Value> {
     Some(json!({"role": role, "content": blocks}))
 }
 
-/// The API takes only objects as tool input. A transcript from another provider may
-/// hold the raw string of malformed arguments; it is wrapped so it still reads.
-pub(crate) fn object_input(input: &Value) -> Value {
-    match input {
-        Value::Object(_) => input.clone(),
-        other => json!({ "arguments": other }),
-    }
-}
-
 #[derive(Deserialize)]
 struct MessagesResponse {
-    model: String,
+    /// Always sent by Anthropic; a gateway in front of it may leave it out.
+    #[serde(default)]
+    model: Option<String>,
     #[serde(default)]
     content: Vec<Value>,
     #[serde(default)]
@@ -186,7 +175,7 @@ struct WireUsage {
     cache_read_input_tokens: Option<u64>,
 }
 
-fn response(wire: MessagesResponse) -> ModelResponse {
+fn response(requested: &str, wire: MessagesResponse) -> ModelResponse {
     let mut content = Vec::new();
     for block in wire.content {
         let text = |k: &str| block.get(k).and_then(Value::as_str).unwrap_or_default();
@@ -203,9 +192,7 @@ fn response(wire: MessagesResponse) -> ModelResponse {
             _ => {}
         }
     }
-    let has_calls = content
-        .iter()
-        .any(|c| matches!(c, Content::ToolUse { .. }));
+    let has_calls = content.iter().any(|c| matches!(c, Content::ToolUse { .. }));
     let stop = match wire.stop_reason.as_deref() {
         Some("tool_use") => StopReason::ToolUse,
         Some("max_tokens" | "model_context_window_exceeded") => StopReason::MaxTokens,
@@ -226,6 +213,6 @@ fn response(wire: MessagesResponse) -> ModelResponse {
             cache_read_tokens: u.cache_read_input_tokens.unwrap_or(0),
             ..Usage::default()
         },
-        model: format!("{PREFIX}:{}", wire.model),
+        model: format!("{PREFIX}:{}", wire.model.as_deref().unwrap_or(requested)),
     }
 }

@@ -86,7 +86,9 @@ impl Model for BedrockConverse {
         if !request.system.is_empty() {
             let mut system = vec![SystemContentBlock::Text(request.system.clone())];
             if caching {
-                system.push(SystemContentBlock::CachePoint(cache_point().map_err(build_error)?));
+                system.push(SystemContentBlock::CachePoint(
+                    cache_point().map_err(build_error)?,
+                ));
             }
             call = call.set_system(Some(system));
         }
@@ -96,9 +98,8 @@ impl Model for BedrockConverse {
         let output = call
             .customize()
             .config_override(
-                aws_sdk_bedrockruntime::config::Builder::default().timeout_config(
-                    TimeoutConfig::builder().operation_timeout(timeout).build(),
-                ),
+                aws_sdk_bedrockruntime::config::Builder::default()
+                    .timeout_config(TimeoutConfig::builder().operation_timeout(timeout).build()),
             )
             .send()
             .await
@@ -108,11 +109,12 @@ impl Model for BedrockConverse {
 }
 
 /// Only Claude and Nova take cache points on Bedrock; other models (Llama, Mistral,
-/// Qwen…) reject a request that carries one. An inference-profile ARN hides its model,
-/// so it goes without: caching is a saving, a rejected call is a failed task.
+/// Qwen…) reject a request that carries one. An application inference profile's ARN
+/// hides its model, so it goes without: caching is a saving, a rejected call is a
+/// failed task.
 fn supports_cache_points(model: &str) -> bool {
     let m = model.to_ascii_lowercase();
-    !m.starts_with("arn:") && (m.contains("claude") || m.contains("nova"))
+    m.contains("claude") || m.contains("nova")
 }
 
 fn cache_point() -> Result<CachePointBlock, BuildError> {
@@ -139,10 +141,8 @@ fn messages(request: &ModelRequest, caching: bool) -> Result<Vec<WireMessage>, B
             turns.push((role, blocks));
         }
     }
-    if caching {
-        if let Some((_, blocks)) = turns.last_mut() {
-            blocks.push(ContentBlock::CachePoint(cache_point()?));
-        }
+    if caching && let Some((_, blocks)) = turns.last_mut() {
+        blocks.push(ContentBlock::CachePoint(cache_point()?));
     }
     if let Some(context) = request.context.as_ref().filter(|c| !c.is_empty()) {
         let block = ContentBlock::Text(context.clone());
@@ -173,7 +173,7 @@ fn blocks(m: &Message) -> Result<Vec<ContentBlock>, BuildError> {
                 ToolUseBlock::builder()
                     .tool_use_id(id)
                     .name(name)
-                    .input(to_document(&crate::anthropic::object_input(input)))
+                    .input(to_document(&crate::object_input(input)))
                     .build()?,
             )),
             Content::ToolResult {
@@ -228,9 +228,7 @@ fn response(model: &str, output: ConverseOutput) -> Result<ModelResponse, LlmErr
             }
         }
     }
-    let has_calls = content
-        .iter()
-        .any(|c| matches!(c, Content::ToolUse { .. }));
+    let has_calls = content.iter().any(|c| matches!(c, Content::ToolUse { .. }));
     let stop = match output.stop_reason() {
         WireStop::EndTurn | WireStop::StopSequence => StopReason::EndTurn,
         WireStop::ToolUse => StopReason::ToolUse,
@@ -355,6 +353,7 @@ fn from_document(d: &Document) -> Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -374,12 +373,19 @@ mod tests {
 
     #[test]
     fn cache_points_only_for_models_that_take_them() {
-        assert!(supports_cache_points("anthropic.claude-3-5-haiku-20241022-v1:0"));
-        assert!(supports_cache_points("us.anthropic.claude-sonnet-4-5-20250929-v1:0"));
+        assert!(supports_cache_points(
+            "anthropic.claude-3-5-haiku-20241022-v1:0"
+        ));
+        assert!(supports_cache_points(
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+        ));
         assert!(supports_cache_points("amazon.nova-pro-v1:0"));
         assert!(!supports_cache_points("meta.llama3-70b-instruct-v1:0"));
+        assert!(supports_cache_points(
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-haiku-4-5-20251001-v1:0"
+        ));
         assert!(!supports_cache_points(
-            "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc"
+            "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6"
         ));
     }
 }

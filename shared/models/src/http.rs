@@ -154,7 +154,9 @@ impl Endpoint {
                 reason: reason.replace(secret, "[redacted]"),
                 retry_after_ms,
             },
-            LlmError::Permanent(reason) => LlmError::Permanent(reason.replace(secret, "[redacted]")),
+            LlmError::Permanent(reason) => {
+                LlmError::Permanent(reason.replace(secret, "[redacted]"))
+            }
         }
     }
 }
@@ -248,10 +250,11 @@ pub(crate) fn retry_after_ms<'a>(
     now: SystemTime,
 ) -> Option<u64> {
     let header = |name: &str| header(name).map(str::trim);
-    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(ms.ceil() as u64);
-        }
+    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Some(ms.ceil() as u64);
     }
     let value = header("retry-after")?;
     if let Ok(secs) = value.parse::<f64>() {
@@ -332,6 +335,7 @@ pub(crate) fn model_id<'a>(prefix: &str, route: &'a str) -> Result<&'a str, LlmE
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
@@ -390,13 +394,20 @@ mod tests {
     fn reasons_quote_a_truncated_message_from_any_body_shape() {
         let long = "x".repeat(1000);
         let body = serde_json::to_vec(&serde_json::json!({"error": long})).unwrap();
-        let LlmError::Permanent(r) = status_error("ollama", StatusCode::NOT_FOUND, None, &body, &[])
+        let LlmError::Permanent(r) =
+            status_error("ollama", StatusCode::NOT_FOUND, None, &body, &[])
         else {
             panic!("404 must be permanent")
         };
         assert!(r.starts_with("ollama HTTP 404: xxx"), "{r}");
         assert!(r.chars().count() < 330, "{r}");
-        let e = status_error("x", StatusCode::BAD_GATEWAY, None, b"<html>bad gateway</html>", &[]);
+        let e = status_error(
+            "x",
+            StatusCode::BAD_GATEWAY,
+            None,
+            b"<html>bad gateway</html>",
+            &[],
+        );
         assert_eq!(
             e,
             LlmError::Transient {

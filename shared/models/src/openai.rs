@@ -273,7 +273,12 @@ fn response(requested: &str, wire: ChatResponse) -> Result<ModelResponse, LlmErr
     if let Some(text) = refusal.clone() {
         content.push(Content::Text { text });
     }
-    for (i, call) in message.tool_calls.unwrap_or_default().into_iter().enumerate() {
+    for (i, call) in message
+        .tool_calls
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
         content.push(Content::ToolUse {
             // Some local servers leave ids out; the kernel needs one to pair the result.
             id: call
@@ -284,9 +289,7 @@ fn response(requested: &str, wire: ChatResponse) -> Result<ModelResponse, LlmErr
             input: parse_arguments(call.function.arguments),
         });
     }
-    let has_calls = content
-        .iter()
-        .any(|c| matches!(c, Content::ToolUse { .. }));
+    let has_calls = content.iter().any(|c| matches!(c, Content::ToolUse { .. }));
     let stop = if refusal.is_some() {
         StopReason::Refusal
     } else {

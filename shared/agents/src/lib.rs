@@ -11,11 +11,14 @@
 //!   cannot be reached.
 //! - [`finance`]: `convert_currency` over a bundled reference-rate sample, a safe
 //!   `calculator`, and `check_invoice`, which checks an invoice total to the cent.
+//! - [`http_get`]: `http_get`, the text of one URL on a host the operator allowed
+//!   ([`ToolsConfig::http_allow`]; none by default), body capped, redirects checked.
 //!
 //! [`reference_agents`] gives the three agent definitions; [`reference_tools`] gives a
 //! registry with every tool they name.
 
 pub mod finance;
+pub mod http_get;
 pub mod weather;
 
 use aos_kernel::model::{AgentDef, ModelError};
@@ -24,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use finance::{CalculatorTool, CurrencyTool, InvoiceTool};
+pub use http_get::{HostAllowList, HttpGetTool};
 pub use weather::WeatherTool;
 
 const PRIMARY_TOML: &str = include_str!(concat!(
@@ -60,6 +64,10 @@ pub struct ToolsConfig {
     pub offline: bool,
     /// Whole-request timeout for each HTTP call, so a slow service cannot stall a wake.
     pub timeout: Duration,
+    /// Hosts `http_get` may fetch from: exact hosts (`api.example.com`) or
+    /// `*.example.com` for every subdomain of one. Empty (the default): every URL is
+    /// refused, with an error saying how to allow a host.
+    pub http_allow: Vec<String>,
 }
 
 impl Default for ToolsConfig {
@@ -69,12 +77,14 @@ impl Default for ToolsConfig {
             geocoding_base: "https://geocoding-api.open-meteo.com".into(),
             offline: false,
             timeout: Duration::from_secs(3),
+            http_allow: Vec::new(),
         }
     }
 }
 
 /// A registry holding every reference tool: `get_weather`, `convert_currency`,
-/// `calculator` and `check_invoice`. The HTTP client is built once, here, and shared.
+/// `calculator`, `check_invoice` and `http_get`. Each HTTP client is built once, here:
+/// `http_get` has its own, which follows no redirect by itself.
 pub fn reference_tools(cfg: &ToolsConfig) -> ToolRegistry {
     let weather = match reqwest::Client::builder()
         .timeout(cfg.timeout)
@@ -94,6 +104,7 @@ pub fn reference_tools(cfg: &ToolsConfig) -> ToolRegistry {
         .with(Arc::new(CurrencyTool))
         .with(Arc::new(CalculatorTool))
         .with(Arc::new(InvoiceTool))
+        .with(Arc::new(HttpGetTool::new(cfg)))
 }
 
 #[cfg(test)]
@@ -108,10 +119,14 @@ mod tests {
         assert_eq!(cfg.geocoding_base, "https://geocoding-api.open-meteo.com");
         assert!(!cfg.offline);
         assert_eq!(cfg.timeout, Duration::from_secs(3));
+        assert!(
+            cfg.http_allow.is_empty(),
+            "no host is allowed until an operator says so"
+        );
     }
 
     #[test]
-    fn the_registry_holds_four_tools() {
+    fn the_registry_holds_five_tools() {
         let reg = reference_tools(&ToolsConfig::default());
         let names: Vec<&str> = reg.names().collect();
         assert_eq!(
@@ -120,7 +135,8 @@ mod tests {
                 "calculator",
                 "check_invoice",
                 "convert_currency",
-                "get_weather"
+                "get_weather",
+                "http_get"
             ]
         );
         for name in names {

@@ -129,6 +129,7 @@ fn config(base: &str) -> ToolsConfig {
         geocoding_base: format!("{base}/"),
         offline: false,
         timeout: Duration::from_millis(1500),
+        http_allow: Vec::new(),
     }
 }
 

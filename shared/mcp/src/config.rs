@@ -167,7 +167,7 @@ mod tests {
     fn bad_configurations_say_what_is_wrong() {
         assert!(reason(&McpServer::new("", "https://x/mcp")).contains("server name"));
         assert!(reason(&McpServer::new("my crm", "https://x/mcp")).contains("server name"));
-        assert!(reason(&McpServer::new(&"a".repeat(25), "https://x/mcp")).contains("1 to 24"));
+        assert!(reason(&McpServer::new("a".repeat(25), "https://x/mcp")).contains("1 to 24"));
         assert!(reason(&McpServer::new("crm", "not a url")).contains("does not parse"));
         assert!(reason(&McpServer::new("crm", "ftp://x/mcp")).contains("`ftp`"));
         assert!(reason(&McpServer::new("crm", "https://u:p@x/mcp")).contains("credentials"));
@@ -193,6 +193,9 @@ mod tests {
             .header("Authorization", "Bearer s3cret");
         let shown = format!("{server:?}");
         assert!(shown.contains("Authorization: <redacted>"), "{shown}");
-        assert!(!shown.contains("s3cret") && !shown.contains("abc"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("abc"),
+            "{shown}"
+        );
     }
 }

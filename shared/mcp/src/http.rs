@@ -10,6 +10,7 @@
 //! session, which rmcp answers by starting a new one; 401/403 and 405 end a stream's
 //! retries).
 
+use crate::error_chain;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -37,7 +38,24 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// SSE event limit used by the trait methods that are not told one.
 const DEFAULT_MAX_SSE_EVENT: usize = 16 * 1024 * 1024;
 
-type Error = StreamableHttpError<reqwest::Error>;
+type Error = StreamableHttpError<HttpError>;
+
+/// A reqwest failure as one readable line, without the URL (its query may hold a
+/// secret; messages name the endpoint themselves). rmcp shows only the top of a
+/// client error, and reqwest keeps the cause ("connection refused") in its sources.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct HttpError(String);
+
+impl From<reqwest::Error> for HttpError {
+    fn from(e: reqwest::Error) -> Self {
+        Self(error_chain(&e.without_url()))
+    }
+}
+
+fn client_error(e: reqwest::Error) -> Error {
+    StreamableHttpError::Client(e.into())
+}
 
 /// A reqwest 0.12 client speaking MCP's streamable HTTP. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -71,10 +89,10 @@ impl Http {
         auth_token: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> reqwest::RequestBuilder {
-        let mut req = self
-            .client
-            .request(method, uri)
-            .header(ACCEPT, format!("{EVENT_STREAM_MIME_TYPE}, {JSON_MIME_TYPE}"));
+        let mut req = self.client.request(method, uri).header(
+            ACCEPT,
+            format!("{EVENT_STREAM_MIME_TYPE}, {JSON_MIME_TYPE}"),
+        );
         if let Some(token) = auth_token {
             req = req.bearer_auth(token);
         }
@@ -125,7 +143,9 @@ fn redirect_failure(status: StatusCode, headers: &HeaderMap) -> Option<Error> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_else(|| "an unnamed location".into());
     Some(StreamableHttpError::UnexpectedServerResponse(Cow::Owned(
-        format!("HTTP {status}: the server redirects to {to}; redirects are not followed, configure that URL instead"),
+        format!(
+            "HTTP {status}: the server redirects to {to}; redirects are not followed, configure that URL instead"
+        ),
     )))
 }
 
@@ -142,7 +162,7 @@ async fn read_bounded(response: reqwest::Response, max: usize) -> Result<Vec<u8>
     }
     let mut stream = response.bytes_stream();
     let mut body = Vec::new();
-    while let Some(chunk) = stream.try_next().await.map_err(StreamableHttpError::Client)? {
+    while let Some(chunk) = stream.try_next().await.map_err(client_error)? {
         if chunk.len() > max - body.len() {
             return Err(StreamableHttpError::ResponseBodyTooLarge { max_size: max });
         }
@@ -162,7 +182,7 @@ fn expects_no_reply(message: &ClientJsonRpcMessage) -> bool {
 }
 
 impl StreamableHttpClient for Http {
-    type Error = reqwest::Error;
+    type Error = HttpError;
 
     async fn post_message(
         &self,
@@ -204,7 +224,7 @@ impl StreamableHttpClient for Http {
             .json(&message)
             .send()
             .await
-            .map_err(StreamableHttpError::Client)?;
+            .map_err(client_error)?;
         let status = response.status();
         let headers = response.headers().clone();
         if let Some(e) = auth_failure(status, &headers) {
@@ -255,14 +275,19 @@ impl StreamableHttpClient for Http {
             return Ok(StreamableHttpPostResponse::Accepted);
         }
         match content_type.as_deref() {
-            Some(ct) if ct.starts_with(EVENT_STREAM_MIME_TYPE) => Ok(
-                StreamableHttpPostResponse::Sse(sse_events(response, max_sse_event_size), new_session),
-            ),
+            Some(ct) if ct.starts_with(EVENT_STREAM_MIME_TYPE) => {
+                Ok(StreamableHttpPostResponse::Sse(
+                    sse_events(response, max_sse_event_size),
+                    new_session,
+                ))
+            }
             Some(ct) if ct.starts_with(JSON_MIME_TYPE) => {
                 let body = read_bounded(response, MAX_JSON_BODY).await?;
                 match serde_json::from_slice::<ServerJsonRpcMessage>(&body) {
                     Ok(msg) => Ok(StreamableHttpPostResponse::Json(msg, new_session)),
-                    Err(_) if expects_no_reply(&message) => Ok(StreamableHttpPostResponse::Accepted),
+                    Err(_) if expects_no_reply(&message) => {
+                        Ok(StreamableHttpPostResponse::Accepted)
+                    }
                     Err(e) => Err(StreamableHttpError::UnexpectedServerResponse(Cow::Owned(
                         format!(
                             "the reply is not a JSON-RPC message ({e}): {}",
@@ -292,14 +317,12 @@ impl StreamableHttpClient for Http {
             )
             .send()
             .await
-            .map_err(StreamableHttpError::Client)?;
+            .map_err(client_error)?;
         // The spec lets a server refuse to end sessions on request.
         if response.status() == StatusCode::METHOD_NOT_ALLOWED {
             return Ok(());
         }
-        response
-            .error_for_status()
-            .map_err(StreamableHttpError::Client)?;
+        response.error_for_status().map_err(client_error)?;
         Ok(())
     }
 
@@ -341,7 +364,7 @@ impl StreamableHttpClient for Http {
         if let Some(id) = last_event_id {
             req = req.header(HEADER_LAST_EVENT_ID, id);
         }
-        let response = req.send().await.map_err(StreamableHttpError::Client)?;
+        let response = req.send().await.map_err(client_error)?;
         let status = response.status();
         if status == StatusCode::METHOD_NOT_ALLOWED {
             return Err(StreamableHttpError::ServerDoesNotSupportSse);
@@ -355,11 +378,11 @@ impl StreamableHttpClient for Http {
         if let Some(e) = redirect_failure(status, response.headers()) {
             return Err(e);
         }
-        let response = response
-            .error_for_status()
-            .map_err(StreamableHttpError::Client)?;
+        let response = response.error_for_status().map_err(client_error)?;
         match content_type(response.headers()) {
-            Some(ct) if ct.starts_with(EVENT_STREAM_MIME_TYPE) || ct.starts_with(JSON_MIME_TYPE) => {
+            Some(ct)
+                if ct.starts_with(EVENT_STREAM_MIME_TYPE) || ct.starts_with(JSON_MIME_TYPE) =>
+            {
                 Ok(sse_events(response, max_sse_event_size))
             }
             other => Err(StreamableHttpError::UnexpectedContentType(other)),
@@ -394,7 +417,7 @@ fn sse_events(
 #[derive(Debug, thiserror::Error)]
 enum BodyError {
     #[error(transparent)]
-    Read(reqwest::Error),
+    Read(HttpError),
     #[error("an SSE event from the server exceeds {0} bytes")]
     EventTooLarge(usize),
 }
@@ -422,7 +445,7 @@ impl Stream for Limited {
             None => None,
             Some(Err(e)) => {
                 self.done = true;
-                Some(Err(BodyError::Read(e)))
+                Some(Err(BodyError::Read(e.into())))
             }
             Some(Ok(chunk)) => match self.limit.feed(&chunk) {
                 Ok(()) => Some(Ok(chunk)),

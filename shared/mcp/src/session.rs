@@ -11,9 +11,9 @@ use crate::{McpError, error_chain};
 use http::{HeaderName, HeaderValue};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
-    JsonObject,
+    JsonObject, ProtocolVersion,
 };
-use rmcp::service::{RoleClient, RunningService, ServiceError};
+use rmcp::service::{ClientInitializeError, RoleClient, RunningService, ServiceError};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::common::client_side_sse::SseRetryPolicy;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -82,7 +82,7 @@ impl Session {
             let tools = client
                 .list_all_tools()
                 .await
-                .map_err(|e| format!("listing its tools failed: {}", error_chain(&e)))?;
+                .map_err(|e| format!("listing its tools failed: {}", service_failure(&e)))?;
             *session.live.lock().await = Some(client);
             Ok::<_, String>(tools)
         };
@@ -110,15 +110,22 @@ impl Session {
         let mut cfg = StreamableHttpClientTransportConfig::with_uri(self.url.clone());
         cfg.custom_headers = self.headers.clone();
         cfg.retry_config = Arc::new(FewRetries);
+        // A 404 on a session means the server forgot it (a restart) and ran nothing:
+        // rmcp opens a new session and sends the request once more.
+        cfg.reinit_on_expired_session = true;
         let transport = StreamableHttpClientTransport::with_client(self.http.clone(), cfg);
+        // The `initialize` handshake at the newest version that has one: rmcp's default
+        // (2026-07-28, a draft) drops the handshake, and servers deployed today expect
+        // it; a server on an older version answers with that one.
         let me = ClientConfig::new(
             ClientCapabilities::default(),
             Implementation::new("aos", env!("CARGO_PKG_VERSION")),
-        );
+        )
+        .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE);
         let client = me
             .serve(transport)
             .await
-            .map_err(|e| format!("cannot open a session: {}", error_chain(&e)))?;
+            .map_err(|e| format!("cannot open a session: {}", init_failure(&e)))?;
         Ok(Arc::new(client))
     }
 
@@ -164,7 +171,7 @@ impl Session {
                 Ok(result) => Ok(result),
                 Err(ServiceError::McpError(e)) => Err(CallFailure::Refused(e.message.into())),
                 Err(e) => {
-                    let reason = error_chain(&e);
+                    let reason = service_failure(&e);
                     tracing::warn!(server = %self.name, %reason, "MCP call failed; the session will be reopened");
                     self.forget(&client).await;
                     Err(CallFailure::Unavailable(format!(
@@ -181,6 +188,25 @@ impl Session {
                     self.late()
                 )))
             })
+    }
+}
+
+/// A failed handshake as the operator reads it: rmcp's transport errors name the
+/// transport's Rust type, which says nothing; the cause underneath does.
+fn init_failure(e: &ClientInitializeError) -> String {
+    match e {
+        ClientInitializeError::TransportError { error, context } => {
+            format!("{context}: {}", error_chain(error.error.as_ref()))
+        }
+        other => error_chain(other),
+    }
+}
+
+/// A failed request, as [`init_failure`] does it.
+fn service_failure(e: &ServiceError) -> String {
+    match e {
+        ServiceError::TransportSend(error) => error_chain(error.error.as_ref()),
+        other => error_chain(other),
     }
 }
 

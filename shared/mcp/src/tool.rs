@@ -10,8 +10,7 @@ use aos_kernel::llm::ToolSpec;
 use aos_kernel::tools::{Tool, ToolContext, ToolError, ToolMeta};
 use async_trait::async_trait;
 use rmcp::model::{
-    CallToolResult, ContentBlock, JsonObject, ResourceContents, Tool as RemoteTool,
-    ToolAnnotations,
+    CallToolResult, ContentBlock, JsonObject, ResourceContents, Tool as RemoteTool, ToolAnnotations,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -140,9 +139,7 @@ pub(crate) fn qualified_name(server: &str, tool: &str) -> String {
 /// false. `idempotentHint` only describes tools that write; a read-only tool has no
 /// effect to repeat, so it counts as idempotent too.
 fn meta_of(annotations: Option<&ToolAnnotations>, timeout: Duration) -> ToolMeta {
-    let read_only = annotations
-        .and_then(|a| a.read_only_hint)
-        .unwrap_or(false);
+    let read_only = annotations.and_then(|a| a.read_only_hint).unwrap_or(false);
     let idempotent = read_only || annotations.and_then(|a| a.idempotent_hint).unwrap_or(false);
     ToolMeta {
         timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
@@ -193,6 +190,7 @@ fn render(result: CallToolResult) -> String {
                 ResourceContents::BlobResourceContents { uri, mime_type, .. } => parts.push(
                     format!("[binary resource {uri} ({}) not shown]", mime_or(mime_type)),
                 ),
+                _ => parts.push("[resource of an unknown kind not shown]".into()),
             },
             ContentBlock::Image(i) => parts.push(format!("[image ({}) not shown]", i.mime_type)),
             ContentBlock::Audio(a) => parts.push(format!("[audio ({}) not shown]", a.mime_type)),
@@ -244,7 +242,9 @@ mod tests {
         assert!(read_only.read_only && read_only.idempotent && read_only.runs_inline());
 
         let idempotent = meta_of(
-            Some(&annotations(json!({"readOnlyHint": false, "idempotentHint": true}))),
+            Some(&annotations(
+                json!({"readOnlyHint": false, "idempotentHint": true}),
+            )),
             t,
         );
         assert!(!idempotent.read_only && idempotent.idempotent && idempotent.runs_inline());

@@ -65,9 +65,14 @@ pub fn timeline(task: &Task, events: &[Event], with_events: bool) -> String {
     let end = events.iter().map(|e| e.at).max().unwrap_or(t0).max(t0 + 1);
     let span = end - t0;
     let u = &task.usage;
+    let cost = if u.cost_micros > 0 {
+        format!(", ${:.4}", u.cost_micros as f64 / 1e6)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "Timeline of task {} — {} ms, {} wakes, {} model calls, {} tool calls, {} tokens",
+        "Timeline of task {} — {} ms, {} wakes, {} model calls, {} tool calls, {} tokens{cost}",
         task.id,
         span,
         u.wakes,
@@ -115,6 +120,24 @@ pub fn timeline(task: &Task, events: &[Event], with_events: bool) -> String {
         "  legend: ▶ submitted  ● woke  → delegated  ↩ replied  ✔ answer  ✖ failed"
     );
     let _ = writeln!(out);
+    let steps: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Model | EventKind::ToolCall))
+        .collect();
+    if !steps.is_empty() {
+        let _ = writeln!(out, "Steps (model calls and tool calls):");
+        for e in steps {
+            let _ = writeln!(
+                out,
+                "  {:>6}  {:<9} {} {}",
+                format!("+{}ms", e.at - t0),
+                e.agent,
+                symbol(e.kind),
+                short(&e.detail, 110)
+            );
+        }
+        let _ = writeln!(out);
+    }
     let _ = writeln!(out, "Flow:");
     for e in events {
         let line = match e.kind {

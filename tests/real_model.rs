@@ -117,7 +117,12 @@ fn the_demo_runs_through_a_real_provider_wire_format_and_replays_with_the_server
         assert!(r["body"]["prompt_cache_key"].as_str().is_some(), "{r}");
     }
     // Usage is what the server billed: 6 × (120 prompt + 30 completion) tokens.
-    assert!(stdout.contains("6 model calls, 3 tool calls, 900 tokens"), "{stdout}");
+    // Priced from functions/prices.toml: per call 56 uncached × $0.15 + 30 out × $0.60
+    // + 64 cached × $0.075 per million = 31.2 µ$, rounded up to 32; 6 calls = $0.000192.
+    assert!(
+        stdout.contains("6 model calls, 3 tool calls, 900 tokens, $0.0002"),
+        "{stdout}"
+    );
     // No secret in anything printed.
     assert!(!stdout.contains(KEY) && !stderr.contains(KEY));
 

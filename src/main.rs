@@ -145,6 +145,41 @@ struct Common {
     /// Your copy of the model price table (default: functions/prices.toml, built in).
     #[arg(long, env = "AOS_PRICES")]
     prices: Option<PathBuf>,
+    /// Hosts `http_get` may fetch from (exact hosts or `*.example.com`), comma-separated.
+    #[arg(long, env = "AOS_HTTP_ALLOW", value_delimiter = ',')]
+    http_allow: Vec<String>,
+    /// An MCP server whose tools agents may call, as `name=url` (streamable HTTP),
+    /// repeatable or comma-separated. Its tools are named `<name>__<tool>`; list them
+    /// in an agent's `tools`. A bearer token comes from AOS_MCP_TOKEN_<NAME>.
+    #[arg(long = "mcp", env = "AOS_MCP", value_delimiter = ',')]
+    mcp: Vec<String>,
+}
+
+/// Connects to the MCP servers named by `--mcp` and lists their tools, once.
+async fn mcp_tools(
+    specs: &[String],
+) -> anyhow::Result<Vec<std::sync::Arc<dyn aos_kernel::tools::Tool>>> {
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut servers = Vec::new();
+    for spec in specs {
+        let Some((name, url)) = spec.split_once('=') else {
+            bail!("--mcp {spec:?}: expected name=url, e.g. crm=https://mcp.example.com/mcp");
+        };
+        let mut server = aos_mcp::McpServer::new(name.trim(), url.trim());
+        let var = format!(
+            "AOS_MCP_TOKEN_{}",
+            name.trim().to_uppercase().replace('-', "_")
+        );
+        if let Ok(token) = std::env::var(&var) {
+            server = server.header("Authorization", format!("Bearer {token}"));
+        }
+        servers.push(server);
+    }
+    aos_mcp::connect(&servers)
+        .await
+        .context("listing the tools of the MCP servers")
 }
 
 /// The price table built into the binary.
@@ -158,12 +193,19 @@ struct ModelChoice {
 }
 
 /// Reads the provider settings from the environment (the one place that does).
-async fn choose_models(model: Option<&str>, prices: Option<&std::path::Path>) -> anyhow::Result<ModelChoice> {
+async fn choose_models(
+    model: Option<&str>,
+    prices: Option<&std::path::Path>,
+) -> anyhow::Result<ModelChoice> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     let wants_bedrock = model.is_some_and(|m| m.starts_with("bedrock:"))
         || var("AOS_BEDROCK").is_some_and(|v| matches!(v.as_str(), "1" | "true"));
     let bedrock = if wants_bedrock {
-        Some(aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await)
+        Some(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .load()
+                .await,
+        )
     } else {
         None
     };
@@ -179,11 +221,21 @@ async fn choose_models(model: Option<&str>, prices: Option<&std::path::Path>) ->
     let (default_model, why) = if let Some(m) = var("AOS_DEFAULT_MODEL") {
         (m, "AOS_DEFAULT_MODEL".to_string())
     } else if prefixes.iter().any(|p| p == "anthropic") {
-        ("anthropic:claude-haiku-4-5".to_string(), "ANTHROPIC_API_KEY is set".to_string())
+        (
+            "anthropic:claude-haiku-4-5".to_string(),
+            "ANTHROPIC_API_KEY is set".to_string(),
+        )
     } else if prefixes.iter().any(|p| p == "openai") {
-        ("openai:gpt-4o-mini".to_string(), "OPENAI_API_KEY or OPENAI_BASE_URL is set".to_string())
+        (
+            "openai:gpt-4o-mini".to_string(),
+            "OPENAI_API_KEY or OPENAI_BASE_URL is set".to_string(),
+        )
     } else {
-        ("offline".to_string(), "no provider configured: pass --model or set ANTHROPIC_API_KEY or OPENAI_API_KEY".to_string())
+        (
+            "offline".to_string(),
+            "no provider configured: pass --model or set ANTHROPIC_API_KEY or OPENAI_API_KEY"
+                .to_string(),
+        )
     };
     let said = match model {
         Some(m) => format!("model: {m} (--model)"),
@@ -192,7 +244,13 @@ async fn choose_models(model: Option<&str>, prices: Option<&std::path::Path>) ->
     if let Some(m) = model {
         let p = aos_kernel::route::provider_of(m);
         if p != "offline" && !prefixes.iter().any(|x| x == p) {
-            bail!("--model {m}: provider '{p}' is not configured (configured: offline{}); set its key (OPENAI_API_KEY, ANTHROPIC_API_KEY) or AOS_BEDROCK=1", prefixes.iter().map(|p| format!(", {p}")).collect::<String>());
+            bail!(
+                "--model {m}: provider '{p}' is not configured (configured: offline{}); set its key (OPENAI_API_KEY, ANTHROPIC_API_KEY) or AOS_BEDROCK=1",
+                prefixes
+                    .iter()
+                    .map(|p| format!(", {p}"))
+                    .collect::<String>()
+            );
         }
     }
     let table = match prices {
@@ -230,6 +288,7 @@ impl Common {
         let models = choose_models(self.model.as_deref(), self.prices.as_deref()).await?;
         config.kernel = models.kernel;
         config.providers = models.providers;
+        config.extra_tools = aos::runtime::ExtraTools(mcp_tools(&self.mcp).await?);
         let said = models.said;
         match self.backend {
             BackendKind::Local => Ok(Opened {
@@ -302,6 +361,7 @@ impl Common {
             ..RuntimeConfig::default()
         };
         c.tools.offline = self.offline;
+        c.tools.http_allow = self.http_allow.clone();
         c
     }
 
@@ -579,13 +639,17 @@ async fn replay_task(id: &str, common: &Common) -> anyhow::Result<i32> {
     let ports = opened.runtime.kernel().ports().clone();
     let catalog = opened.runtime.kernel().catalog().clone();
     let scratch = std::env::temp_dir().join(format!("aos-replay-{}", std::process::id()));
-    eprintln!("Replaying task {id} from its journal in {} (store: {})", opened.shown, scratch.display());
+    eprintln!(
+        "Replaying task {id} from its journal in {} (store: {})",
+        opened.shown,
+        scratch.display()
+    );
     let report = aos::replay::replay_task(
         id,
         ports.tasks,
         ports.blobs,
         catalog,
-        common.config(),
+        opened.runtime.config().clone(),
         &scratch,
         Duration::from_secs(120),
     )

@@ -96,7 +96,10 @@ pub async fn replay_task(
     let scratch = kernel.ports().tasks.clone();
     let until = Instant::now() + timeout;
     let replayed = loop {
-        let t = scratch.get_task(id).await?.context("replayed task vanished")?;
+        let t = scratch
+            .get_task(id)
+            .await?
+            .context("replayed task vanished")?;
         if t.status.is_final() {
             break t;
         }
@@ -108,7 +111,9 @@ pub async fn replay_task(
     };
     running.shutdown(Duration::from_secs(5)).await;
     let replayed_events = scratch.task_events(id).await?;
-    let overlay = runtime.replay().context("the runtime is not in replay mode")?;
+    let overlay = runtime
+        .replay()
+        .context("the runtime is not in replay mode")?;
     let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let original_lines = lines(original_events);
     let replayed_lines = lines(replayed_events);
@@ -236,6 +241,10 @@ mod tests {
                 DiffLine::Same("d".into()),
             ]
         );
-        assert!(diff(&v(&["a"]), &v(&["a"])).iter().all(|l| matches!(l, DiffLine::Same(_))));
+        assert!(
+            diff(&v(&["a"]), &v(&["a"]))
+                .iter()
+                .all(|l| matches!(l, DiffLine::Same(_)))
+        );
     }
 }

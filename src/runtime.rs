@@ -15,10 +15,10 @@
 use aos_agents::{ToolsConfig, reference_agents, reference_tools};
 use aos_aws::AwsBackend;
 use aos_entrypoints::sqs;
+use aos_kernel::journal::{Diverged, Overlay, replay_tools};
 use aos_kernel::llm::{LlmError, Model, ModelRequest, ModelResponse};
 use aos_kernel::offline::OfflineModel;
 use aos_kernel::ports::{BlobStore, Clock, Inbox, Mailbox, PortError, SystemClock};
-use aos_kernel::journal::{Diverged, Overlay, replay_tools};
 use aos_kernel::route::{BreakerPolicy, Router};
 use aos_kernel::{Catalog, Envelope, Kernel, KernelConfig, Ports};
 use aos_local::{LocalConfig, LocalStore};
@@ -62,6 +62,20 @@ pub struct RuntimeConfig {
     /// Replay mode: run against a scratch store whose journal reads fall through to
     /// this recorded one, with no model and no tool reachable.
     pub replay_from: Option<RecordedBlobs>,
+    /// Tools beside the reference ones: those listed from MCP servers at start-up.
+    pub extra_tools: ExtraTools,
+}
+
+/// Tools added to the registry at start-up.
+#[derive(Clone, Default)]
+pub struct ExtraTools(pub Vec<Arc<dyn aos_kernel::tools::Tool>>);
+
+impl std::fmt::Debug for ExtraTools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|t| t.spec().name))
+            .finish()
+    }
 }
 
 /// The blob store holding a recorded run's journal.
@@ -80,7 +94,9 @@ pub struct Providers(pub Vec<(String, Arc<dyn Model>)>);
 
 impl std::fmt::Debug for Providers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|(p, _)| p)).finish()
+        f.debug_list()
+            .entries(self.0.iter().map(|(p, _)| p))
+            .finish()
     }
 }
 
@@ -99,6 +115,7 @@ impl Default for RuntimeConfig {
             kernel: KernelConfig::default(),
             providers: Providers::default(),
             replay_from: None,
+            extra_tools: ExtraTools::default(),
         }
     }
 }
@@ -284,17 +301,29 @@ impl Runtime {
                 latency: Duration::from_millis(config.model_latency_ms),
             });
         }
-        let mut router = Router::new(clock.clone(), BreakerPolicy::default()).with("offline", offline);
+        let mut router =
+            Router::new(clock.clone(), BreakerPolicy::default()).with("offline", offline.clone());
         for (prefix, model) in &config.providers.0 {
             router = router.with(prefix.clone(), model.clone());
         }
         let mut model: Arc<dyn Model> = Arc::new(router);
         let mut tools = reference_tools(&config.tools);
+        for tool in &config.extra_tools.0 {
+            tools.insert(tool.clone());
+        }
         let mut blobs = blobs;
         let mut replay = None;
+        let mut kernel_config = config.kernel.clone();
         if let Some(recorded) = &config.replay_from {
             let overlay = Arc::new(Overlay::new(blobs, recorded.0.clone()));
-            model = Arc::new(Diverged(overlay.clone()));
+            // The offline model is deterministic and never journaled: it runs again.
+            // Every other step must come from the recording.
+            model = Arc::new(
+                Router::new(clock.clone(), BreakerPolicy::default())
+                    .with("offline", offline)
+                    .with_default(Arc::new(Diverged(overlay.clone()))),
+            );
+            kernel_config.replay = true;
             tools = replay_tools(&tools, &overlay);
             blobs = overlay.clone();
             replay = Some(overlay);
@@ -311,7 +340,7 @@ impl Runtime {
             model,
             clock,
         };
-        let kernel = Kernel::new(catalog, tools, ports, config.kernel.clone())?;
+        let kernel = Kernel::new(catalog, tools, ports, kernel_config)?;
         Ok(Self {
             kernel,
             backend,
@@ -331,6 +360,9 @@ impl Runtime {
     }
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
     }
     /// In replay mode: the overlay that counts what the recording served.
     pub fn replay(&self) -> Option<&Arc<Overlay>> {

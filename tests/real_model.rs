@@ -101,10 +101,19 @@ fn the_demo_runs_through_a_real_provider_wire_format_and_replays_with_the_server
     // The answer is built from the real tools' results, sent back to the model.
     assert!(stdout.contains("- weather: Paris, France:"), "{stdout}");
     assert!(stdout.contains("Tokyo, Japan:"), "{stdout}");
-    assert!(stdout.contains("- finance: 1250.00 EUR = 1356.25 USD"), "{stdout}");
+    assert!(
+        stdout.contains("- finance: 1250.00 EUR = 1356.25 USD"),
+        "{stdout}"
+    );
     // The timeline shows the real tool calls and the model that answered each step.
-    assert!(stdout.contains(r#"get_weather({"city":"Paris"})"#), "{stdout}");
-    assert!(stdout.contains(r#"get_weather({"city":"Tokyo"})"#), "{stdout}");
+    assert!(
+        stdout.contains(r#"get_weather({"city":"Paris"})"#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#"get_weather({"city":"Tokyo"})"#),
+        "{stdout}"
+    );
     assert!(stdout.contains("convert_currency("), "{stdout}");
     assert!(stdout.contains("openai:gpt-4o-mini →"), "{stdout}");
     // Six steps (two per agent), six requests, each with the session as the prompt
@@ -142,5 +151,9 @@ fn the_demo_runs_through_a_real_provider_wire_format_and_replays_with_the_server
         ),
         "{replay_out}"
     );
-    assert_eq!(server.requests().len(), 6, "the replay made no model request");
+    assert_eq!(
+        server.requests().len(),
+        6,
+        "the replay made no model request"
+    );
 }

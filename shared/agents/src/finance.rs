@@ -6,7 +6,7 @@
 //! run in integer cents, so they are exact to the cent.
 
 use aos_kernel::llm::ToolSpec;
-use aos_kernel::tools::{Tool, ToolContext, ToolError};
+use aos_kernel::tools::{Tool, ToolContext, ToolError, ToolMeta};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -157,6 +157,9 @@ pub struct CurrencyTool;
 
 #[async_trait]
 impl Tool for CurrencyTool {
+    fn meta(&self) -> ToolMeta {
+        ToolMeta::pure()
+    }
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: CONVERT_CURRENCY.into(),
@@ -487,6 +490,9 @@ pub struct CalculatorTool;
 
 #[async_trait]
 impl Tool for CalculatorTool {
+    fn meta(&self) -> ToolMeta {
+        ToolMeta::pure()
+    }
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: CALCULATOR.into(),
@@ -649,6 +655,9 @@ pub struct InvoiceTool;
 
 #[async_trait]
 impl Tool for InvoiceTool {
+    fn meta(&self) -> ToolMeta {
+        ToolMeta::pure()
+    }
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: CHECK_INVOICE.into(),

@@ -100,6 +100,7 @@ fn envelope(task: &Task, to: &str, session: &SessionId, body: String) -> Envelop
         sent_at: now(),
         reply_to: None,
         in_reply_to: None,
+        is_error: false,
     }
 }
 

@@ -138,7 +138,10 @@ async fn handle_record(
         .unwrap_or(1);
     // Only the last allowed receive needs the envelope again after the wake.
     let last_chance = (receives >= max_receives).then(|| envelope.clone());
-    match (kernel.wake(envelope).await, last_chance) {
+    match (
+        kernel.wake_until(envelope, None, receives <= 1).await,
+        last_chance,
+    ) {
         (Ok(outcome), _) => Ok(Some(outcome)),
         (Err(retry), Some(envelope)) => {
             let reason = format!("gave up after {receives} attempts: {}", retry.reason);

@@ -13,8 +13,8 @@
 
 use crate::ids::TaskId;
 use crate::llm::{LlmError, Model, ModelRequest, ModelResponse, ToolSpec};
-use crate::tools::{Tool, ToolContext, ToolError, ToolMeta, ToolRegistry};
 use crate::ports::{BlobStore, PortError};
+use crate::tools::{Tool, ToolContext, ToolError, ToolMeta, ToolRegistry};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

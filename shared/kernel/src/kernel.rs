@@ -80,6 +80,8 @@ pub struct KernelConfig {
     /// No model step starts later than this many ms before the invocation deadline,
     /// and every model request must end by then: the time left to commit.
     pub deadline_margin_ms: u64,
+    /// Look every step up in the journal, even on a first delivery (`aos replay`).
+    pub replay: bool,
 }
 
 impl Default for KernelConfig {
@@ -94,6 +96,7 @@ impl Default for KernelConfig {
             model_override: None,
             prices: Arc::new(PriceTable::default()),
             deadline_margin_ms: 2_000,
+            replay: false,
         }
     }
 }
@@ -338,7 +341,7 @@ impl Kernel {
     /// Runs one wake for `envelope`. `Err(Retry)` means: report the record failed so it
     /// comes back; everything else has been fully handled.
     pub async fn wake(&self, envelope: Envelope) -> Result<WakeOutcome, Retry> {
-        self.wake_until(envelope, None).await
+        self.wake_until(envelope, None, false).await
     }
 
     /// [`Kernel::wake`] within an invocation that ends at `deadline_ms` (wall clock):
@@ -346,10 +349,15 @@ impl Kernel {
     /// must end before then. A wake that runs out of time returns `Retry` with no delay;
     /// its steps so far are journaled, so the next delivery replays them for free and
     /// goes on from there.
+    ///
+    /// `first_delivery`: the queue has not delivered this envelope before (SQS
+    /// `ApproximateReceiveCount` = 1), so no earlier attempt can have journaled a step
+    /// and the journal is not read (one blob read per step saved on the happy path).
     pub async fn wake_until(
         &self,
         envelope: Envelope,
         deadline_ms: Option<u64>,
+        first_delivery: bool,
     ) -> Result<WakeOutcome, Retry> {
         let Some(agent) = self.catalog.get(envelope.to.as_str()) else {
             let reason = format!(
@@ -370,7 +378,7 @@ impl Kernel {
         // Model calls paid for in attempts of this wake that lost a commit race: their
         // usage lands on the task with the attempt that commits.
         let mut paid: Vec<(String, Usage)> = Vec::new();
-        for _ in 0..=self.config.conflict_retries {
+        for attempt in 0..=self.config.conflict_retries {
             let loaded = self
                 .ports
                 .sessions
@@ -385,7 +393,8 @@ impl Kernel {
                 let reason = format!("task {} does not exist", envelope.task);
                 return self.reject(&envelope, reason).await;
             };
-            let run = WakeRun::new(self, agent, &envelope, task, deadline_ms);
+            let mut run = WakeRun::new(self, agent, &envelope, task, deadline_ms);
+            run.lookup = attempt > 0 || !first_delivery || self.config.replay;
             let (result, spend) = run.run(loaded).await;
             paid.extend(spend.fresh);
             let mut commit = result?;
@@ -464,7 +473,7 @@ impl Kernel {
             return self.reject(&envelope, reason).await;
         };
         let now = self.now_ms().max(envelope.sent_at.saturating_add(1));
-        let reply = |body: String| Envelope {
+        let reply = |body: String, is_error: bool| Envelope {
             id: envelope.id.child(0),
             task: envelope.task,
             session: envelope.session.clone(),
@@ -478,6 +487,7 @@ impl Kernel {
             sent_at: now,
             reply_to: None,
             in_reply_to: Some(call.call_id.clone()),
+            is_error,
         };
         let args = preview(&call.input.to_string(), 120);
         let tool = agent
@@ -503,10 +513,10 @@ impl Kernel {
                 ),
             ),
             (false, None) => {
-                let text = format!("error: no tool named {:?} is available to you", call.name);
+                let text = format!("no tool named {:?} is available to you", call.name);
                 (
                     vec![OutboxItem {
-                        envelope: reply(text),
+                        envelope: reply(text, true),
                         deliver_at: None,
                     }],
                     format!("{}({args}) refused: not an allowed tool", call.name),
@@ -514,13 +524,13 @@ impl Kernel {
             }
             (false, Some(_)) => {
                 let text = format!(
-                    "error: the outcome of {} is unknown: its run was interrupted after it \
+                    "the outcome of {} is unknown: its run was interrupted after it \
                      started, and it was not started again so that it never runs twice",
                     call.name
                 );
                 (
                     vec![OutboxItem {
-                        envelope: reply(text),
+                        envelope: reply(text, true),
                         deliver_at: None,
                     }],
                     format!("{}({args}) started (runs at most once)", call.name),
@@ -563,14 +573,9 @@ impl Kernel {
             now_ms: now,
         };
         let record = run_tool(tool.as_ref(), &call.name, call.input.clone(), &ctx).await;
-        let body = if record.is_error {
-            format!("error: {}", record.result)
-        } else {
-            record.result.clone()
-        };
         let sent = self
             .prepare(vec![OutboxItem {
-                envelope: reply(body),
+                envelope: reply(record.result.clone(), record.is_error),
                 deliver_at: None,
             }])
             .await?;
@@ -768,6 +773,7 @@ pub fn first_envelope(task: &Task) -> Envelope {
         sent_at: task.created_at,
         reply_to: None,
         in_reply_to: None,
+        is_error: false,
     }
 }
 
@@ -831,6 +837,8 @@ struct WakeRun<'a> {
     spend: Spend,
     /// The agent's loaded memory, for `recall`.
     notes: Vec<MemoryNote>,
+    /// Whether an earlier attempt may have journaled steps of this wake.
+    lookup: bool,
 }
 
 /// Model steps of one attempt: those paid for now (journal key, usage), and every
@@ -910,6 +918,7 @@ impl<'a> WakeRun<'a> {
             deadline,
             spend: Spend::default(),
             notes: Vec::new(),
+            lookup: true,
         }
     }
 
@@ -1086,7 +1095,10 @@ impl<'a> WakeRun<'a> {
                     .iter_mut()
                     .find(|s| s.id == call && s.result.is_none());
                 match slot {
-                    Some(slot) => slot.result = Some(body),
+                    Some(slot) => {
+                        slot.result = Some(body);
+                        slot.is_error = env.is_error;
+                    }
                     None => {
                         let detail = format!(
                             "{} from {} answers no open call ({call:?})",
@@ -1268,11 +1280,13 @@ impl<'a> WakeRun<'a> {
         let kernel = self.kernel;
         let key = journal::step_key(self.env.task, request);
         self.spend.used.insert(key.clone());
-        match kernel.journal.response(&key).await {
-            Ok(Some(recorded)) => return Ok(Ok(recorded)),
-            Ok(None) => {}
-            // Without the journal the step is paid again, not lost.
-            Err(e) => tracing::warn!(error = %e, "journal read failed; calling the model"),
+        if self.lookup {
+            match kernel.journal.response(&key).await {
+                Ok(Some(recorded)) => return Ok(Ok(recorded)),
+                Ok(None) => {}
+                // Without the journal the step is paid again, not lost.
+                Err(e) => tracing::warn!(error = %e, "journal read failed; calling the model"),
+            }
         }
         if let Some(deadline) = self.deadline {
             let end = deadline.saturating_sub(kernel.config.deadline_margin_ms);
@@ -1292,7 +1306,9 @@ impl<'a> WakeRun<'a> {
             Ok(mut response) => {
                 response.usage.llm_calls = 1;
                 kernel.price(&mut response);
-                if let Err(e) = kernel.journal.record_response(&key, &response).await {
+                // The offline model is deterministic and free: nothing to save.
+                let paid = crate::route::provider_of(&response.model) != "offline";
+                if paid && let Err(e) = kernel.journal.record_response(&key, &response).await {
                     // Acting on it anyway pays for it once if this attempt commits.
                     tracing::warn!(error = %e, "could not journal a model response");
                 }
@@ -1444,6 +1460,7 @@ impl<'a> WakeRun<'a> {
                             call_id: id,
                         }),
                         in_reply_to: None,
+                        is_error: false,
                     },
                     deliver_at: None,
                 });
@@ -1483,6 +1500,7 @@ impl<'a> WakeRun<'a> {
                         sent_at: self.now,
                         reply_to: None,
                         in_reply_to: Some(id),
+                        is_error: false,
                     },
                     deliver_at: Some(at),
                 });
@@ -1569,6 +1587,7 @@ impl<'a> WakeRun<'a> {
                             sent_at: self.now,
                             reply_to: None,
                             in_reply_to: Some(id),
+                            is_error: false,
                         },
                         deliver_at: None,
                     });
@@ -1589,7 +1608,12 @@ impl<'a> WakeRun<'a> {
                     &input,
                 );
                 let journal = &self.kernel.journal;
-                let record = match journal.tool(&key).await {
+                let meta = tool.meta();
+                let recorded = match self.lookup && !meta.deterministic {
+                    true => journal.tool(&key).await,
+                    false => Ok(None),
+                };
+                let record = match recorded {
                     Ok(Some(r)) => r,
                     other => {
                         if let Err(e) = other {
@@ -1602,7 +1626,9 @@ impl<'a> WakeRun<'a> {
                             now_ms: self.now,
                         };
                         let r = run_tool(tool.as_ref(), &name, input, &ctx).await;
-                        if let Err(e) = journal.record_tool(&key, &r).await {
+                        if !meta.deterministic
+                            && let Err(e) = journal.record_tool(&key, &r).await
+                        {
                             tracing::warn!(error = %e, "could not journal a tool result");
                         }
                         r
@@ -1647,6 +1673,7 @@ impl<'a> WakeRun<'a> {
                         sent_at: self.now,
                         reply_to: None,
                         in_reply_to: Some(rt.call_id),
+                        is_error: false,
                     },
                     deliver_at: None,
                 });

@@ -202,6 +202,10 @@ pub struct Envelope {
     /// Set on `reply`, `wake` and `approval`: the tool call this answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_reply_to: Option<String>,
+    /// Set on a `reply` whose body is a tool's error, so the model sees it flagged as
+    /// one (a tool with effects answers its caller by a reply).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
 }
 
 impl Envelope {

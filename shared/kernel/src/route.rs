@@ -45,6 +45,8 @@ pub fn provider_of(route: &str) -> &str {
 /// A [`Model`] that dispatches by route to the configured providers.
 pub struct Router {
     providers: BTreeMap<String, Arc<dyn Model>>,
+    /// Answers routes whose provider is not configured (a replay's stand-in).
+    default: Option<Arc<dyn Model>>,
     breakers: Mutex<HashMap<String, Breaker>>,
     policy: BreakerPolicy,
     clock: Arc<dyn Clock>,
@@ -63,6 +65,7 @@ impl Router {
     pub fn new(clock: Arc<dyn Clock>, policy: BreakerPolicy) -> Self {
         Self {
             providers: BTreeMap::new(),
+            default: None,
             breakers: Mutex::new(HashMap::new()),
             policy,
             clock,
@@ -72,6 +75,12 @@ impl Router {
     /// Adds a provider under its route prefix (`offline`, `openai`, `anthropic`, ...).
     pub fn with(mut self, prefix: impl Into<String>, model: Arc<dyn Model>) -> Self {
         self.providers.insert(prefix.into(), model);
+        self
+    }
+
+    /// Sends every route whose provider is not configured to `model`.
+    pub fn with_default(mut self, model: Arc<dyn Model>) -> Self {
+        self.default = Some(model);
         self
     }
 
@@ -128,7 +137,7 @@ impl Model for Router {
         let mut soonest = |ms: u64| retry_after = Some(retry_after.map_or(ms, |r| r.min(ms)));
         for route in chain {
             let provider = provider_of(route);
-            let Some(model) = self.providers.get(provider) else {
+            let Some(model) = self.providers.get(provider).or(self.default.as_ref()) else {
                 reasons.push(format!(
                     "{route}: no provider '{provider}' is configured (configured: {})",
                     self.providers

@@ -40,6 +40,9 @@ pub struct ToolMeta {
     pub read_only: bool,
     /// A person must approve each call before it runs.
     pub requires_approval: bool,
+    /// Same input, same output, and no I/O (a computation over bundled data): running
+    /// it again is free and exact, so its result is not journaled.
+    pub deterministic: bool,
 }
 
 impl Default for ToolMeta {
@@ -50,6 +53,17 @@ impl Default for ToolMeta {
             idempotent: true,
             read_only: true,
             requires_approval: false,
+            deterministic: false,
+        }
+    }
+}
+
+impl ToolMeta {
+    /// A pure computation: read-only, idempotent and deterministic.
+    pub fn pure() -> Self {
+        Self {
+            deterministic: true,
+            ..Self::default()
         }
     }
 }

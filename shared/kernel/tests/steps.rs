@@ -68,7 +68,8 @@ where
             content,
             stop,
             usage: billed(),
-            model: r.model.clone(),
+            // A paid provider's route: its responses are journaled.
+            model: "scripted:model-1".into(),
         })
     }
 }
@@ -450,7 +451,7 @@ async fn a_wake_past_its_invocation_deadline_goes_on_in_the_next_without_paying_
     let err = rig
         .sys
         .kernel
-        .wake_until(env.clone(), Some(deadline))
+        .wake_until(env.clone(), Some(deadline), true)
         .await
         .unwrap_err();
     assert_eq!(err.delay_ms, Some(0));
@@ -464,7 +465,7 @@ async fn a_wake_past_its_invocation_deadline_goes_on_in_the_next_without_paying_
     let deadline = rig.sys.clock.now_ms() + 60_000;
     rig.sys
         .kernel
-        .wake_until(env, Some(deadline))
+        .wake_until(env, Some(deadline), false)
         .await
         .unwrap();
     let task = rig.task(t.id).await;

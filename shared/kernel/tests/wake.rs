@@ -275,7 +275,7 @@ async fn duplicated_and_shuffled_delivery_gives_the_same_result_and_timeline() {
 #[tokio::test]
 async fn a_crash_before_any_commit_or_flush_loses_nothing_and_duplicates_nothing() {
     let reference = {
-        let sys = system();
+        let sys = system_with(reference_agents(), Some(counting()));
         let t = sys.kernel.submit("primary", DEMO, None).await.unwrap();
         sys.drain().await;
         (
@@ -286,12 +286,7 @@ async fn a_crash_before_any_commit_or_flush_loses_nothing_and_duplicates_nothing
     // Crash the n-th commit, then separately the n-th flush, for every wake of the task.
     for n in 0..5u64 {
         for crash_flush in [false, true] {
-            let model = Arc::new(CountingModel {
-                inner: aos_kernel::offline::OfflineModel::new(
-                    &Catalog::new(reference_agents()).unwrap(),
-                ),
-                calls: AtomicU64::new(0),
-            });
+            let model = counting();
             let sys = system_with(reference_agents(), Some(model.clone()));
             let t = sys.kernel.submit("primary", DEMO, None).await.unwrap();
             // Let n wakes succeed, then inject one failure.
@@ -339,7 +334,7 @@ async fn a_crash_before_any_commit_or_flush_loses_nothing_and_duplicates_nothing
     }
 }
 
-/// The offline model, counting the requests that reach it.
+/// The offline model as a paid provider, counting the requests that reach it.
 struct CountingModel {
     inner: aos_kernel::offline::OfflineModel,
     calls: AtomicU64,
@@ -349,8 +344,18 @@ struct CountingModel {
 impl Model for CountingModel {
     async fn complete(&self, r: &ModelRequest) -> Result<ModelResponse, LlmError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.complete(r).await
+        let mut response = self.inner.complete(r).await?;
+        // Stands for a paid provider, whose responses are journaled.
+        response.model = "counted:offline".into();
+        Ok(response)
     }
+}
+
+fn counting() -> Arc<CountingModel> {
+    Arc::new(CountingModel {
+        inner: aos_kernel::offline::OfflineModel::new(&Catalog::new(reference_agents()).unwrap()),
+        calls: AtomicU64::new(0),
+    })
 }
 
 fn tool_use(id: &str, name: &str, input: Value) -> ModelResponse {

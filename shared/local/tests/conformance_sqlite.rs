@@ -54,6 +54,7 @@ fn envelope(to: &str, session: &str, body: &str) -> Envelope {
         sent_at: START,
         reply_to: None,
         in_reply_to: None,
+        is_error: false,
     }
 }
 

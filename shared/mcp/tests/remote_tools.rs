@@ -1,195 +1,22 @@
-//! MCP tools against a real MCP server: rmcp's streamable HTTP server, mounted in axum on
-//! 127.0.0.1 port 0, serving a read-only `lookup_order`, a `create_ticket` with effects
-//! that counts its calls, and a `slow` tool. Reached through `aos_mcp::connect` and the
-//! kernel's `Tool` trait, as a wake would reach them.
+//! MCP tools against a real MCP server (the one in `common`: rmcp's streamable HTTP
+//! server in axum on 127.0.0.1 port 0, with a read-only `lookup_order`, a
+//! `create_ticket` with effects that counts its calls, an unannotated `cancel_order`
+//! and a `slow` tool). Reached through `aos_mcp::connect` and the kernel's `Tool`
+//! trait, as a wake would reach them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use aos_kernel::tools::{Tool, ToolContext, ToolError};
 use aos_kernel::{AgentName, SessionId, TaskId};
 use aos_mcp::{McpError, McpServer};
-use axum::extract::Request;
-use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, ServerCapabilities, ServerConfig};
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
-use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
+use common::TestServer;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
-struct LookupOrder {
-    /// The order's id, e.g. A-1.
-    order_id: String,
-}
-
-#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
-struct CreateTicket {
-    /// One line saying what is wrong.
-    title: String,
-}
-
-#[derive(Clone)]
-struct Shop {
-    tool_router: ToolRouter<Shop>,
-    /// `create_ticket` calls this server instance has run.
-    tickets: Arc<AtomicUsize>,
-}
-
-#[tool_router]
-impl Shop {
-    #[tool(
-        description = "Look up an order by its id.",
-        annotations(read_only_hint = true)
-    )]
-    async fn lookup_order(
-        &self,
-        Parameters(LookupOrder { order_id }): Parameters<LookupOrder>,
-    ) -> Result<CallToolResult, ErrorData> {
-        Ok(match order_id.as_str() {
-            "A-1" => CallToolResult::success(vec![
-                ContentBlock::text("Order A-1: 2 items,"),
-                ContentBlock::text("shipped on 2025-03-02."),
-            ]),
-            _ => CallToolResult::error(vec![ContentBlock::text(format!(
-                "no order with id {order_id}"
-            ))]),
-        })
-    }
-
-    #[tool(
-        description = "Open a support ticket.",
-        annotations(
-            read_only_hint = false,
-            idempotent_hint = false,
-            destructive_hint = false
-        )
-    )]
-    async fn create_ticket(
-        &self,
-        Parameters(CreateTicket { title }): Parameters<CreateTicket>,
-    ) -> Result<CallToolResult, ErrorData> {
-        let n = self.tickets.fetch_add(1, Ordering::SeqCst) + 1;
-        Ok(CallToolResult::success(vec![ContentBlock::text(format!(
-            "ticket T-{n} opened: {title}"
-        ))]))
-    }
-
-    #[tool(description = "Cancel an order (always refused here).")]
-    async fn cancel_order(
-        &self,
-        Parameters(LookupOrder { order_id }): Parameters<LookupOrder>,
-    ) -> Result<CallToolResult, ErrorData> {
-        Err(ErrorData::invalid_request(
-            format!("orders such as {order_id} cannot be cancelled here"),
-            None,
-        ))
-    }
-
-    #[tool(
-        description = "Takes five seconds.",
-        annotations(read_only_hint = true)
-    )]
-    async fn slow(&self) -> Result<CallToolResult, ErrorData> {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        Ok(CallToolResult::success(vec![ContentBlock::text("done")]))
-    }
-}
-
-#[tool_handler(router = self.tool_router)]
-impl ServerHandler for Shop {
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-    }
-}
-
-/// A running MCP server.
-struct TestServer {
-    addr: SocketAddr,
-    tickets: Arc<AtomicUsize>,
-    stop: Box<dyn FnOnce() + Send>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// Requests without this header get a 401.
-const TOKEN: &str = "Bearer t0ken";
-
-impl TestServer {
-    async fn start() -> Self {
-        Self::start_on("127.0.0.1:0".parse().unwrap()).await
-    }
-
-    async fn start_on(addr: SocketAddr) -> Self {
-        let tickets = Arc::new(AtomicUsize::new(0));
-        let config = StreamableHttpServerConfig::default().with_sse_keep_alive(None);
-        let token = config.cancellation_token.clone();
-        let service: StreamableHttpService<Shop, LocalSessionManager> = StreamableHttpService::new(
-            {
-                let tickets = Arc::clone(&tickets);
-                move || {
-                    Ok(Shop {
-                        tool_router: Shop::tool_router(),
-                        tickets: Arc::clone(&tickets),
-                    })
-                }
-            },
-            Default::default(),
-            config,
-        );
-        let app = axum::Router::new()
-            .nest_service("/mcp", service)
-            .layer(axum::middleware::from_fn(require_token));
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn({
-            let token = token.clone();
-            async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { token.cancelled_owned().await })
-                    .await
-                    .unwrap();
-            }
-        });
-        Self {
-            addr,
-            tickets,
-            stop: Box::new(move || token.cancel()),
-            task,
-        }
-    }
-
-    fn config(&self) -> McpServer {
-        McpServer::new("shop", format!("http://{}/mcp", self.addr))
-            .header("Authorization", TOKEN)
-            .timeout(Duration::from_secs(5))
-    }
-
-    /// Ends every session and stops listening.
-    async fn stop(self) {
-        (self.stop)();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
-    }
-}
-
-async fn require_token(request: Request, next: Next) -> Response {
-    let authorized = request
-        .headers()
-        .get("authorization")
-        .is_some_and(|v| v == TOKEN);
-    if authorized {
-        next.run(request).await
-    } else {
-        (StatusCode::UNAUTHORIZED, "no entry").into_response()
-    }
-}
 
 fn ctx() -> ToolContext {
     ToolContext {

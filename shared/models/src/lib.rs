@@ -6,6 +6,7 @@
 //! | [`anthropic`] | Anthropic | Messages over HTTP |
 //! | [`bedrock`] | Amazon Bedrock | Converse with the official SDK |
 //! | [`registry`] | the configured ones, by route prefix | [`Providers`] from a plain [`ProviderConfig`], for the kernel's `Router` |
+//! | `secrets` (feature `secrets`) | keys for them | SSM Parameter Store or Secrets Manager, fetched once at start-up |
 //!
 //! A route is `provider:model`; each provider strips its own prefix. Every failure is
 //! sorted the way the kernel acts on it: [`LlmError::Transient`] (throttling, 5xx,
@@ -23,12 +24,16 @@ pub mod bedrock;
 mod http;
 pub mod openai;
 pub mod registry;
+#[cfg(feature = "secrets")]
+pub mod secrets;
 
 pub use anthropic::AnthropicMessages;
 pub use bedrock::BedrockConverse;
 pub use http::{DEFAULT_TIMEOUT, SetupError};
 pub use openai::OpenAiChat;
 pub use registry::{ProviderConfig, Providers};
+#[cfg(feature = "secrets")]
+pub use secrets::{SecretError, SecretRef};
 
 use serde_json::{Value, json};
 

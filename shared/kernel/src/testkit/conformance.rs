@@ -185,6 +185,7 @@ fn envelope(to: &AgentName, session: &SessionId, task: TaskId, body: &str) -> En
         sent_at: 1_000,
         reply_to: None,
         in_reply_to: None,
+        is_error: false,
     }
 }
 

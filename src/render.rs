@@ -66,7 +66,7 @@ pub fn timeline(task: &Task, events: &[Event], with_events: bool) -> String {
     let span = end - t0;
     let u = &task.usage;
     let cost = if u.cost_micros > 0 {
-        format!(", ${:.4}", u.cost_micros as f64 / 1e6)
+        format!(", {}", aos_kernel::model::dollars(u.cost_micros))
     } else {
         String::new()
     };

@@ -160,6 +160,34 @@ pub fn diff(a: &[String], b: &[String]) -> Vec<DiffLine> {
     }
     out.extend(a[i..].iter().cloned().map(DiffLine::Removed));
     out.extend(b[j..].iter().cloned().map(DiffLine::Added));
+    // Replies to one fan-out may arrive in any order, which moves events without
+    // changing them: a line removed in one place and added in another is the same.
+    let mut added: Vec<String> = out
+        .iter()
+        .filter_map(|l| match l {
+            DiffLine::Added(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut moved = Vec::new();
+    for l in &mut out {
+        if let DiffLine::Removed(s) = l
+            && let Some(k) = added.iter().position(|x| x == s)
+        {
+            moved.push(added.swap_remove(k));
+            *l = DiffLine::Same(s.clone());
+        }
+    }
+    out.retain(|l| match l {
+        DiffLine::Added(s) => match moved.iter().position(|x| x == s) {
+            Some(k) => {
+                moved.swap_remove(k);
+                false
+            }
+            None => true,
+        },
+        _ => true,
+    });
     out
 }
 

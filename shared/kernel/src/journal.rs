@@ -231,15 +231,20 @@ impl Tool for ReplayTool {
     }
 }
 
-/// The registry of a replay: every tool of `tools` as a [`ReplayTool`].
+/// The registry of a replay: every tool of `tools` as a [`ReplayTool`], but for the
+/// deterministic ones (pure computations, never journaled), which run again.
 pub fn replay_tools(tools: &ToolRegistry, overlay: &Arc<Overlay>) -> ToolRegistry {
     let mut out = ToolRegistry::new();
     for name in tools.names() {
         if let Some(t) = tools.get(name) {
-            out.insert(Arc::new(ReplayTool {
-                tool: t.clone(),
-                overlay: overlay.clone(),
-            }));
+            if t.meta().deterministic {
+                out.insert(t.clone());
+            } else {
+                out.insert(Arc::new(ReplayTool {
+                    tool: t.clone(),
+                    overlay: overlay.clone(),
+                }));
+            }
         }
     }
     out

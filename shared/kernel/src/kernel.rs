@@ -413,10 +413,10 @@ impl Kernel {
                     agent: agent.name.to_string(),
                     kind: EventKind::Model,
                     detail: format!(
-                        "{} model call(s) of discarded attempts billed: {} tokens, ${:.4}",
+                        "{} model call(s) of discarded attempts billed: {} tokens, {}",
                         discarded.llm_calls,
                         discarded.tokens(),
-                        discarded.cost_micros as f64 / 1e6
+                        crate::model::dollars(discarded.cost_micros)
                     ),
                     envelope: Some(envelope.id),
                 });
@@ -1188,7 +1188,7 @@ impl<'a> WakeRun<'a> {
                 ));
             }
             if u.cost_micros > 0 {
-                detail.push_str(&format!(", ${:.4}", u.cost_micros as f64 / 1e6));
+                detail.push_str(&format!(", {}", crate::model::dollars(u.cost_micros)));
             }
             self.event(EventKind::Model, detail);
             if let Some(reason) = self.unusable(&response, calls.len()) {

@@ -274,6 +274,16 @@ pub struct Usage {
     pub cache_write_tokens: u64,
 }
 
+/// Micro-dollars as a person reads them: `$0.000192`, `$0.0123`, `$1.2500`.
+pub fn dollars(micros: u64) -> String {
+    let d = micros as f64 / 1e6;
+    if micros < 10_000 {
+        format!("${d:.6}")
+    } else {
+        format!("${d:.4}")
+    }
+}
+
 impl Usage {
     pub fn add(&mut self, o: &Usage) {
         self.wakes += o.wakes;

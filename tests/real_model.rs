@@ -145,11 +145,11 @@ fn the_demo_runs_through_a_real_provider_wire_format_and_replays_with_the_server
     let (ok, replay_out, replay_err) = aos(dir.path(), server.port, &["replay", "--task", &task]);
     assert!(ok, "{replay_out}\n{replay_err}");
     assert!(replay_out.contains("No differences"), "{replay_out}");
-    // Only get_weather's two results are journaled: convert_currency is pure and runs
-    // again in a replay.
+    // No tool result was journaled: offline, get_weather answers from bundled samples
+    // and convert_currency computes, both pure, so the replay runs them again.
     assert!(
         replay_out.contains(
-            "6 model steps and 2 tool results replayed from the journal; 0 steps and 0 tool calls were not in it"
+            "6 model steps and 0 tool results replayed from the journal; 0 steps and 0 tool calls were not in it"
         ),
         "{replay_out}"
     );

@@ -94,7 +94,11 @@ fn config(dir: &std::path::Path, model: Arc<Demo>) -> RuntimeConfig {
         db: dir.join("aos.db"),
         ..RuntimeConfig::default()
     };
-    c.tools.offline = true;
+    // Live weather against a closed local port: get_weather does real (failing) I/O,
+    // answers from its samples, and its result is journaled like any tool with I/O.
+    c.tools.offline = false;
+    c.tools.open_meteo_base = "http://127.0.0.1:9".into();
+    c.tools.geocoding_base = "http://127.0.0.1:9".into();
     c.kernel.default_model = "scripted:demo".into();
     c.providers = Providers(vec![("scripted".into(), model as Arc<dyn Model>)]);
     c
@@ -154,7 +158,7 @@ async fn a_replay_matches_the_run_and_a_changed_prompt_shows_where_it_diverges()
     assert_eq!(
         (same.replayed_steps, same.replayed_tools),
         (6, 1),
-        "get_weather only: calculator is pure"
+        "get_weather's result; the calculator is pure and runs again"
     );
     assert_eq!((same.unrecorded_steps, same.unrecorded_tools), (0, 0));
     assert_eq!(

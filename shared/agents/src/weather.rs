@@ -8,7 +8,7 @@
 
 use crate::ToolsConfig;
 use aos_kernel::llm::ToolSpec;
-use aos_kernel::tools::{Tool, ToolContext, ToolError};
+use aos_kernel::tools::{Tool, ToolContext, ToolError, ToolMeta};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -97,6 +97,14 @@ struct Input {
 
 #[async_trait]
 impl Tool for WeatherTool {
+    /// Without the network it answers from bundled samples alone: a pure lookup,
+    /// not worth journaling. Live, it is a read-only call whose result is journaled.
+    fn meta(&self) -> ToolMeta {
+        match self.source {
+            Source::Samples { .. } => ToolMeta::pure(),
+            Source::Live { .. } => ToolMeta::default(),
+        }
+    }
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: NAME.into(),

@@ -1609,7 +1609,10 @@ impl<'a> WakeRun<'a> {
                 );
                 let journal = &self.kernel.journal;
                 let meta = tool.meta();
-                let recorded = match self.lookup && !meta.deterministic {
+                // A replay reads even pure tools' records: the recorded run may have
+                // answered live where the replay would compute.
+                let journaled = !meta.deterministic || self.kernel.config.replay;
+                let recorded = match self.lookup && journaled {
                     true => journal.tool(&key).await,
                     false => Ok(None),
                 };

@@ -29,14 +29,24 @@ pub fn task_prefix(task: TaskId) -> String {
 
 /// The key of a model step: a hash of what the model reads.
 pub fn step_key(task: TaskId, request: &ModelRequest) -> String {
-    let canonical = serde_json::json!({
-        "agent": request.agent,
-        "system": request.system,
-        "messages": request.messages,
-        "context": request.context,
-        "tools": request.tools,
-        "max_tokens": request.max_tokens,
-    });
+    /// Streamed into the hash without copying the transcript.
+    #[derive(Serialize)]
+    struct Canonical<'a> {
+        agent: &'a str,
+        system: &'a str,
+        messages: &'a [crate::llm::Message],
+        context: &'a Option<String>,
+        tools: &'a [ToolSpec],
+        max_tokens: u32,
+    }
+    let canonical = Canonical {
+        agent: &request.agent,
+        system: &request.system,
+        messages: &request.messages,
+        context: &request.context,
+        tools: &request.tools,
+        max_tokens: request.max_tokens,
+    };
     format!("{}model/{}", task_prefix(task), hash(&canonical))
 }
 
@@ -49,13 +59,26 @@ pub fn tool_key(
     name: &str,
     input: &Value,
 ) -> String {
-    let canonical = serde_json::json!([agent, session, call_id, name, input]);
+    let canonical = (agent, session, call_id, name, input);
     format!("{}tool/{}", task_prefix(task), hash(&canonical))
 }
 
-fn hash(v: &Value) -> String {
-    let digest = Sha256::digest(v.to_string().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+/// SHA-256 of the JSON encoding of `v`, in hex.
+fn hash<T: Serialize>(v: &T) -> String {
+    struct Hasher(Sha256);
+    impl std::io::Write for Hasher {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hasher(Sha256::new());
+    // Writing into a hasher cannot fail, and every value here encodes.
+    let _ = serde_json::to_writer(&mut h, v);
+    h.0.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A recorded tool result.

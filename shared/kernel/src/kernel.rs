@@ -1278,7 +1278,14 @@ impl<'a> WakeRun<'a> {
         request: &mut ModelRequest,
     ) -> Result<Result<ModelResponse, String>, Retry> {
         let kernel = self.kernel;
-        let key = journal::step_key(self.env.task, request);
+        // The offline model is never journaled: with nothing to read either, its
+        // step needs no key (hashing the transcript is most of a wake's CPU).
+        let offline = crate::route::provider_of(&request.model) == "offline";
+        let key = if offline && !self.lookup {
+            String::new()
+        } else {
+            journal::step_key(self.env.task, request)
+        };
         self.spend.used.insert(key.clone());
         if self.lookup {
             match kernel.journal.response(&key).await {
@@ -1308,11 +1315,18 @@ impl<'a> WakeRun<'a> {
                 kernel.price(&mut response);
                 // The offline model is deterministic and free: nothing to save.
                 let paid = crate::route::provider_of(&response.model) != "offline";
+                let key = if paid && key.is_empty() {
+                    journal::step_key(self.env.task, request)
+                } else {
+                    key
+                };
                 if paid && let Err(e) = kernel.journal.record_response(&key, &response).await {
                     // Acting on it anyway pays for it once if this attempt commits.
                     tracing::warn!(error = %e, "could not journal a model response");
                 }
-                self.spend.fresh.push((key, response.usage));
+                if paid {
+                    self.spend.fresh.push((key, response.usage));
+                }
                 Ok(Ok(response))
             }
             Err(LlmError::Transient {

@@ -153,9 +153,17 @@ impl Model for Router {
                 soonest(ms);
                 continue;
             }
-            let mut r = request.clone();
-            r.model = route.clone();
-            match model.complete(&r).await {
+            // The chosen route needs no copy of the request; a fallback does.
+            let fallback;
+            let r = if *route == request.model {
+                request
+            } else {
+                let mut copy = request.clone();
+                copy.model = route.clone();
+                fallback = copy;
+                &fallback
+            };
+            match model.complete(r).await {
                 Ok(response) => {
                     self.record(provider, true);
                     return Ok(response);

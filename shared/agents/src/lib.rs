@@ -52,6 +52,24 @@ pub fn reference_agents() -> Result<Vec<AgentDef>, ModelError> {
         .collect()
 }
 
+/// `get_weather` with its own HTTP client, for a binary that links only the weather
+/// agent's tools (a Lambda function links only its own agent's).
+pub fn weather_tool(cfg: &ToolsConfig) -> WeatherTool {
+    match reqwest::Client::builder()
+        .timeout(cfg.timeout)
+        .connect_timeout(cfg.timeout)
+        .user_agent(concat!("aos-agents/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(client) => WeatherTool::new(cfg, client),
+        Err(e) => {
+            // Without a client the tool can still answer from its samples, labelled.
+            tracing::error!(error = %e, "cannot build the HTTP client; get_weather runs offline");
+            WeatherTool::without_network(format!("HTTP client unavailable: {e}"))
+        }
+    }
+}
+
 /// How the tools reach the outside world.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ToolsConfig {
@@ -86,21 +104,8 @@ impl Default for ToolsConfig {
 /// `calculator`, `check_invoice` and `http_get`. Each HTTP client is built once, here:
 /// `http_get` has its own, which follows no redirect by itself.
 pub fn reference_tools(cfg: &ToolsConfig) -> ToolRegistry {
-    let weather = match reqwest::Client::builder()
-        .timeout(cfg.timeout)
-        .connect_timeout(cfg.timeout)
-        .user_agent(concat!("aos-agents/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
-        Ok(client) => WeatherTool::new(cfg, client),
-        Err(e) => {
-            // Without a client the tool can still answer from its samples, labelled.
-            tracing::error!(error = %e, "cannot build the HTTP client; get_weather runs offline");
-            WeatherTool::without_network(format!("HTTP client unavailable: {e}"))
-        }
-    };
     ToolRegistry::new()
-        .with(Arc::new(weather))
+        .with(Arc::new(weather_tool(cfg)))
         .with(Arc::new(CurrencyTool))
         .with(Arc::new(CalculatorTool))
         .with(Arc::new(InvoiceTool))

@@ -1,6 +1,20 @@
 //! EventBridge scheduled tasks: a schedule's payload names an agent and an input, and
-//! each firing submits one task. EventBridge delivers at least once, so the task id is
-//! derived from the event id and a repeated delivery submits nothing new.
+//! each firing submits one task. EventBridge delivers at least once and Scheduler
+//! retries a failed invocation, so the task id is derived from what every attempt of
+//! one firing shares: the schedule (its ARN in `resources`) and the scheduled time. A
+//! repeated delivery or a retry submits nothing new; the next firing is a new task.
+//!
+//! An EventBridge Scheduler schedule carries this shape in its target `Input`, with
+//! context attributes filled in by the service:
+//!
+//! ```json
+//! {"id": "<aws.scheduler.execution-id>", "time": "<aws.scheduler.scheduled-time>",
+//!  "resources": ["<aws.scheduler.schedule-arn>"], "source": "aos.scheduler",
+//!  "detail-type": "Scheduled Task", "detail": {"agent": "primary", "input": "..."}}
+//! ```
+//!
+//! The execution id differs on every attempt, so it names the task only when the
+//! event has no `resources` (an EventBridge rule's event, whose id every retry keeps).
 
 use aos_kernel::{Kernel, SubmitError, Task, TaskId};
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
@@ -24,14 +38,29 @@ pub async fn handle_scheduled(
     kernel: &Kernel,
     event: EventBridgeEvent<ScheduledTask>,
 ) -> Result<Task, SubmitError> {
-    let at = event
-        .time
-        .map(|t| t.timestamp_millis().max(0) as u64)
-        .unwrap_or_else(|| kernel.now_ms());
-    let id = event.id.as_deref().map(|eid| task_id_for(at, eid));
+    let id = firing_id(&event);
+    if id.is_none() {
+        tracing::warn!("scheduled event without a time or an id: its retries are new tasks");
+    }
     kernel
         .submit(&event.detail.agent, &event.detail.input, id)
         .await
+}
+
+/// The task id of one firing: the scheduled time and the schedule's ARN (the event's
+/// first resource), else its event id. `None` when the event has no time, or neither.
+pub fn firing_id<T>(event: &EventBridgeEvent<T>) -> Option<TaskId>
+where
+    T: Serialize + serde::de::DeserializeOwned,
+{
+    let at = event.time?.timestamp_millis().max(0) as u64;
+    let schedule = event
+        .resources
+        .as_ref()
+        .and_then(|r| r.first())
+        .filter(|r| !r.is_empty());
+    let key = schedule.or(event.id.as_ref())?;
+    Some(task_id_for(at, key))
 }
 
 /// A task id that is the same for every delivery of one event: the event's time, so

@@ -7,6 +7,13 @@
 //! FIFO order: records of one message group run in order, and once one fails, the
 //! rest of its group in this batch are reported failed unprocessed (as Lambda requires
 //! for FIFO queues). Different groups run concurrently.
+//!
+//! Under an invocation deadline ([`handle_batch_until`]) no record starts within the
+//! margin of it: the unstarted records (and the rest of their groups) are reported
+//! failed with a delay of 0, so they come back at once to the next invocation instead
+//! of being cut off mid-wake by the Lambda timeout. So is a record whose wake failed
+//! once the margin was reached without saying when to retry: its last model request
+//! was cut short by the deadline, not refused by the provider.
 
 use aos_kernel::{Envelope, Kernel, Retry, WakeOutcome};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
@@ -22,8 +29,13 @@ pub struct BatchReport {
     /// Failed records that should come back after a given delay (a provider's
     /// `retry-after`, or 0 to continue at once after an invocation deadline), by
     /// message id. The trigger releases them with that delay (ChangeMessageVisibility
-    /// on AWS) instead of waiting out the visibility timeout.
+    /// on AWS) instead of waiting out the visibility timeout. The records behind such
+    /// a record in its group are listed with 0: they stay behind it (its group is
+    /// locked while it is in flight) and must not hold the group up afterwards.
     pub retry_after_ms: Vec<(String, u64)>,
+    /// Records not started because the invocation deadline was near (counted in
+    /// `failed` too).
+    pub unstarted: usize,
 }
 
 impl BatchReport {
@@ -36,6 +48,23 @@ impl BatchReport {
     }
 }
 
+/// The end of the invocation a batch runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    /// When the invocation ends, in wall-clock ms since the epoch (Lambda's
+    /// `Lambda-Runtime-Deadline-Ms`), on the kernel's clock.
+    pub at_ms: u64,
+    /// No record starts later than this many ms before `at_ms`.
+    pub margin_ms: u64,
+}
+
+impl Deadline {
+    /// The last moment a record may start.
+    pub fn start_by(&self) -> u64 {
+        self.at_ms.saturating_sub(self.margin_ms)
+    }
+}
+
 /// Handles one SQS batch for `agent` (the agent whose queue this is). `max_receives`
 /// is the queue's redrive count: a record that still fails on its last receive is
 /// dead-lettered here, with its task failed and the last error as the reason, rather
@@ -45,6 +74,21 @@ pub async fn handle_batch(
     agent: &str,
     event: SqsEvent,
     max_receives: u32,
+) -> (SqsBatchResponse, BatchReport) {
+    handle_batch_until(kernel, agent, event, max_receives, None).await
+}
+
+/// [`handle_batch`] within an invocation that ends at `deadline`: no record starts
+/// after [`Deadline::start_by`] (unless this is its last receive: then it gets its
+/// last chance, and the kernel still starts no model step it has no time for), and
+/// every wake gets the deadline, so none is killed between its model calls and its
+/// commit.
+pub async fn handle_batch_until(
+    kernel: &Kernel,
+    agent: &str,
+    event: SqsEvent,
+    max_receives: u32,
+    deadline: Option<Deadline>,
 ) -> (SqsBatchResponse, BatchReport) {
     let mut groups: Vec<(String, Vec<SqsMessage>)> = Vec::new();
     for record in event.records {
@@ -60,7 +104,7 @@ pub async fn handle_batch(
     }
     let chains = groups
         .into_iter()
-        .map(|(_, records)| run_group(kernel, agent, records, max_receives));
+        .map(|(_, records)| run_group(kernel, agent, records, max_receives, deadline));
     let mut response = SqsBatchResponse::default();
     let mut report = BatchReport::default();
     for (failures, r) in join_all(chains).await {
@@ -69,6 +113,7 @@ pub async fn handle_batch(
         report.duplicates += r.duplicates;
         report.dead_lettered += r.dead_lettered;
         report.failed += r.failed;
+        report.unstarted += r.unstarted;
         report.retry_after_ms.extend(r.retry_after_ms);
     }
     (response, report)
@@ -79,33 +124,67 @@ async fn run_group(
     agent: &str,
     records: Vec<SqsMessage>,
     max_receives: u32,
+    deadline: Option<Deadline>,
 ) -> (Vec<BatchItemFailure>, BatchReport) {
     let mut failures = Vec::new();
     let mut report = BatchReport::default();
-    let mut failed = false;
+    // Set once a record of the group failed: whether it asked for a delay.
+    let mut failed: Option<bool> = None;
     for record in records {
         let id = record.message_id.clone().unwrap_or_default();
-        if failed {
+        if let Some(delayed) = failed {
+            if delayed {
+                report.retry_after_ms.push((id.clone(), 0));
+            }
             failures.push(failure(id));
             report.failed += 1;
             continue;
         }
-        match handle_record(kernel, agent, &record, max_receives).await {
+        if let Some(d) = deadline
+            && kernel.now_ms() >= d.start_by()
+            && receive_count(&record) < max_receives
+        {
+            tracing::info!(agent, message_id = %id, "invocation deadline near; record not started");
+            report.retry_after_ms.push((id.clone(), 0));
+            failures.push(failure(id));
+            report.failed += 1;
+            report.unstarted += 1;
+            failed = Some(true);
+            continue;
+        }
+        match handle_record(kernel, agent, &record, max_receives, deadline).await {
             Ok(Some(WakeOutcome::Applied { .. })) => report.applied += 1,
             Ok(Some(WakeOutcome::Duplicate)) => report.duplicates += 1,
             Ok(Some(WakeOutcome::DeadLettered { .. })) | Ok(None) => report.dead_lettered += 1,
             Err(Retry { reason, delay_ms }) => {
+                // Failing once the deadline is near is the deadline's doing as a rule
+                // (a model request cut short to end in time times out): the record
+                // goes back at once rather than after the visibility timeout.
+                let delay_ms = delay_ms.or_else(|| {
+                    deadline
+                        .filter(|d| kernel.now_ms() >= d.start_by())
+                        .map(|_| 0)
+                });
                 tracing::warn!(agent, message_id = %id, %reason, ?delay_ms, "record failed; it will be retried");
                 if let Some(ms) = delay_ms {
                     report.retry_after_ms.push((id.clone(), ms));
                 }
                 failures.push(failure(id));
                 report.failed += 1;
-                failed = true;
+                failed = Some(delay_ms.is_some());
             }
         }
     }
     (failures, report)
+}
+
+/// How many times SQS has delivered the record, this time included.
+fn receive_count(record: &SqsMessage) -> u32 {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
 }
 
 /// `Ok(None)`: the record was not an envelope for this agent and was dead-lettered.
@@ -114,6 +193,7 @@ async fn handle_record(
     agent: &str,
     record: &SqsMessage,
     max_receives: u32,
+    deadline: Option<Deadline>,
 ) -> Result<Option<WakeOutcome>, Retry> {
     let body = record.body.as_deref().unwrap_or_default();
     let envelope = match Envelope::parse(body) {
@@ -131,15 +211,13 @@ async fn handle_record(
         kernel.dead_letter(agent, &envelope, reason).await?;
         return Ok(None);
     }
-    let receives: u32 = record
-        .attributes
-        .get("ApproximateReceiveCount")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1);
+    let receives = receive_count(record);
     // Only the last allowed receive needs the envelope again after the wake.
     let last_chance = (receives >= max_receives).then(|| envelope.clone());
     match (
-        kernel.wake_until(envelope, None, receives <= 1).await,
+        kernel
+            .wake_until(envelope, deadline.map(|d| d.at_ms), receives <= 1)
+            .await,
         last_chance,
     ) {
         (Ok(outcome), _) => Ok(Some(outcome)),

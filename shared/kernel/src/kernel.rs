@@ -137,6 +137,15 @@ impl From<PortError> for Retry {
     }
 }
 
+/// What one [`Kernel::sweep`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SweepReport {
+    /// Queued tasks whose first envelope was sent again.
+    pub resent: usize,
+    /// Tasks failed because they passed their deadline.
+    pub timed_out: Vec<TaskId>,
+}
+
 /// Why a submission was refused.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum SubmitError {
@@ -336,6 +345,76 @@ impl Kernel {
             .await
             .map_err(|r| PortError::Unavailable(r.reason))?;
         Ok(items.len())
+    }
+
+    /// What [`Kernel::recover`] does at a local start, for a deployment with no process
+    /// that starts (run it on a schedule), plus the deadline no envelope enforces:
+    /// every task still queued, running or waiting past [`Task::deadline_ms`] is failed
+    /// with a reason a person can read and a timeline event, so a task whose message
+    /// was lost or dead-lettered does not wait forever. Every other queued task has its
+    /// first envelope sent again (receivers dedupe). Safe to run at any time and as
+    /// often as wanted: a second sweep finds nothing new to fail and adds no event.
+    pub async fn sweep(&self) -> Result<SweepReport, PortError> {
+        let now = self.now_ms();
+        let mut report = SweepReport::default();
+        let mut resend = Vec::new();
+        for status in [TaskStatus::Queued, TaskStatus::Running, TaskStatus::Waiting] {
+            for task in self
+                .ports
+                .tasks
+                .list_tasks(Some(status), usize::MAX)
+                .await?
+            {
+                if now > task.deadline_ms() {
+                    self.time_out(&task, now).await?;
+                    report.timed_out.push(task.id);
+                } else if status == TaskStatus::Queued {
+                    resend.push(OutboxItem {
+                        envelope: first_envelope(&task),
+                        deliver_at: None,
+                    });
+                }
+            }
+        }
+        let resend = self
+            .prepare(resend)
+            .await
+            .map_err(|r| PortError::Unavailable(r.reason))?;
+        self.flush(&resend)
+            .await
+            .map_err(|r| PortError::Unavailable(r.reason))?;
+        report.resent = resend.len();
+        Ok(report)
+    }
+
+    /// Fails a task that passed its deadline; the event id is fixed per task, so a
+    /// repeated sweep appends nothing.
+    async fn time_out(&self, task: &Task, now: u64) -> Result<(), PortError> {
+        let reason = format!(
+            "timed out: the task was still {} when its limit of {} s ran out, and nothing \
+             moved it on (a message it waited for may have been lost or dead-lettered)",
+            task.status, task.budget.timeout_secs
+        );
+        tracing::warn!(task = %task.id, %reason, "sweep fails an overdue task");
+        let update = TaskUpdate {
+            status: Some(TaskStatus::Failed),
+            error: Some(reason.clone()),
+            ..TaskUpdate::default()
+        };
+        let event = Event {
+            id: crate::ids::EventId(EnvelopeId(task.id.0).derive("deadline", 0)),
+            task: task.id,
+            at: now,
+            agent: "sweep".into(),
+            kind: EventKind::Failed,
+            detail: reason,
+            envelope: None,
+        };
+        self.ports
+            .tasks
+            .update_task(task.id, &update, &[event])
+            .await?;
+        Ok(())
     }
 
     /// Runs one wake for `envelope`. `Err(Retry)` means: report the record failed so it

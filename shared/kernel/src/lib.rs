@@ -35,7 +35,7 @@ pub mod testkit;
 
 pub use catalog::Catalog;
 pub use ids::{EnvelopeId, EventId, TaskId};
-pub use kernel::{Kernel, KernelConfig, Ports, Retry, SubmitError, WakeOutcome};
+pub use kernel::{Kernel, KernelConfig, Ports, Retry, SubmitError, SweepReport, WakeOutcome};
 pub use model::{
     AgentDef, AgentName, Envelope, Event, EventKind, Kind, SessionId, Task, TaskStatus,
 };

@@ -1,0 +1,116 @@
+//! An agent function's SQS handler: the batch handler of `aos-entrypoints` run under
+//! the invocation's deadline, then the early release of what failed.
+//!
+//! The rules kept here: no record starts within the margin of the deadline, and every
+//! wake is told the deadline, so no wake is killed by the Lambda timeout between its
+//! model calls and its commit; the records left over are reported failed, so they come
+//! back. A failed record that said when to retry (a provider's `retry-after`, or 0
+//! after the deadline) is released with that delay (ChangeMessageVisibility) instead of
+//! waiting out the visibility timeout, and so are the records held behind it in its
+//! FIFO group, which would otherwise keep the group locked.
+
+use aos_entrypoints::sqs::{BatchReport, Deadline, handle_batch_until};
+use aos_kernel::Kernel;
+use aos_kernel::ports::Inbox;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use futures::future::join_all;
+use lambda_runtime::LambdaEvent;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Everything one agent's handler needs, built once at init.
+#[derive(Clone)]
+pub struct SqsHandler {
+    kernel: Kernel,
+    /// The agent's queue, to release failed records early.
+    inbox: Arc<dyn Inbox>,
+    agent: String,
+    /// The queue's maxReceiveCount: the last receive dead-letters with a reason.
+    max_receives: u32,
+    /// No record starts this close to the deadline.
+    margin_ms: u64,
+}
+
+impl std::fmt::Debug for SqsHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqsHandler")
+            .field("agent", &self.agent)
+            .field("max_receives", &self.max_receives)
+            .field("margin_ms", &self.margin_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqsHandler {
+    pub fn new(
+        kernel: Kernel,
+        inbox: Arc<dyn Inbox>,
+        agent: impl Into<String>,
+        max_receives: u32,
+        margin_ms: u64,
+    ) -> Self {
+        Self {
+            kernel,
+            inbox,
+            agent: agent.into(),
+            max_receives,
+            margin_ms,
+        }
+    }
+
+    /// The Lambda handler. It never fails the batch as a whole: records fail one by one
+    /// in the partial batch response (the event source mapping must have
+    /// `ReportBatchItemFailures`).
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<SqsEvent>,
+    ) -> Result<SqsBatchResponse, crate::WakeError> {
+        Ok(self.run(event).await.0)
+    }
+
+    /// [`SqsHandler::handle`] with the report of what happened to each record.
+    pub async fn run(&self, event: LambdaEvent<SqsEvent>) -> (SqsBatchResponse, BatchReport) {
+        let (payload, context) = event.into_parts();
+        // Lambda always sends one; an invocation without it (a hand-made context)
+        // runs like the local runtime, with no deadline.
+        let deadline = (context.deadline > 0).then_some(Deadline {
+            at_ms: context.deadline,
+            margin_ms: self.margin_ms,
+        });
+        let receipts: HashMap<String, String> = payload
+            .records
+            .iter()
+            .filter_map(|r| Some((r.message_id.clone()?, r.receipt_handle.clone()?)))
+            .collect();
+        let (response, report) = handle_batch_until(
+            &self.kernel,
+            &self.agent,
+            payload,
+            self.max_receives,
+            deadline,
+        )
+        .await;
+        let releases = report.retry_after_ms.iter().filter_map(|(id, delay)| {
+            let receipt = receipts.get(id)?;
+            Some(async move {
+                if let Err(e) = self.inbox.release(&self.agent, receipt, *delay).await {
+                    tracing::warn!(agent = %self.agent, message_id = %id, error = %e,
+                        "could not release a record early; it returns after its visibility timeout");
+                }
+            })
+        });
+        let released = join_all(releases).await.len();
+        tracing::info!(
+            agent = %self.agent,
+            applied = report.applied,
+            duplicates = report.duplicates,
+            dead_lettered = report.dead_lettered,
+            failed = report.failed,
+            unstarted = report.unstarted,
+            released,
+            ms_left = deadline.map(|d| d.at_ms.saturating_sub(self.kernel.now_ms())),
+            "batch done"
+        );
+        (response, report)
+    }
+}

@@ -6,7 +6,6 @@ use aos::bench;
 use aos::render;
 use aos::runtime::{Runtime, RuntimeConfig};
 use aos_entrypoints::http::{AppState, app};
-use aos_entrypoints::sqs;
 
 use aos_kernel::{TaskId, TaskStatus};
 use clap::{Args, Parser, Subcommand};
@@ -67,6 +66,16 @@ enum Command {
         /// Tasks for the AWS backend figures (5 wakes each).
         #[arg(long, default_value_t = 40)]
         aws_tasks: usize,
+        /// Instead: each Lambda function binary's stripped and zipped size, glibc
+        /// needs, cold start and peak memory (builds them in release mode first).
+        #[arg(long)]
+        lambda: bool,
+        /// With --lambda: take the binaries from here instead of building them.
+        #[arg(long, requires = "lambda")]
+        bin_dir: Option<PathBuf>,
+        /// With --lambda: cold starts measured per function (the median is printed).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
     },
     /// List the agents.
     Agents {
@@ -85,15 +94,18 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Replay a recorded SQS event (events/sqs/*.json) through an agent's handler, or
-    /// (`--task`) re-run a finished task from its journal with no model and no tool
-    /// calls and print the diff of its timeline against the original.
+    /// Replay a recorded AWS event (any file in events/: an SQS batch, an API Gateway
+    /// HTTP API v2 request or an EventBridge Scheduler firing, told apart by its shape)
+    /// through the handler Lambda runs for it, on this store; or (`--task`) re-run a
+    /// finished task from its journal with no model and no tool calls and print the
+    /// diff of its timeline against the original.
     Replay {
         /// Path to the event JSON.
         #[arg(required_unless_present = "task", conflicts_with = "task")]
         file: Option<PathBuf>,
-        /// The agent whose queue the event came from.
-        #[arg(long, required_unless_present = "task")]
+        /// For an SQS event: the agent whose queue it came from (default: the queue in
+        /// its eventSourceARN, else the envelope's `to`).
+        #[arg(long, conflicts_with = "task")]
         agent: Option<String>,
         /// A finished task to re-run from its recorded model responses and tool results.
         #[arg(long)]
@@ -393,8 +405,14 @@ fn main() -> anyhow::Result<()> {
         concurrency,
         backend,
         aws_tasks,
+        lambda,
+        bin_dir,
+        runs,
     } = cli.command
     {
+        if lambda {
+            return aos::lambda_bench::run(bin_dir, runs);
+        }
         return match backend {
             BackendKind::Local => run_bench(tasks, e2e_tasks, concurrency),
             BackendKind::Aws => run_aws_bench(aws_tasks),
@@ -423,8 +441,8 @@ fn main() -> anyhow::Result<()> {
                 common,
             } => match (task, file, agent) {
                 (Some(task), _, _) => replay_task(&task, &common).await,
-                (None, Some(file), Some(agent)) => replay(&file, &agent, &common).await,
-                _ => bail!("aos replay needs an event file and --agent, or --task <id>"),
+                (None, Some(file), agent) => replay(&file, agent.as_deref(), &common).await,
+                _ => bail!("aos replay needs an event file (see events/) or --task <id>"),
             },
             Command::Bench { .. } => Ok(0),
         }
@@ -615,20 +633,21 @@ async fn dlq(agent: &str, common: &Common) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn replay(file: &std::path::Path, agent: &str, common: &Common) -> anyhow::Result<i32> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let event: aos_entrypoints::SqsEvent = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not an SQS event", file.display()))?;
+async fn replay(
+    file: &std::path::Path,
+    agent: Option<&str>,
+    common: &Common,
+) -> anyhow::Result<i32> {
     let opened = common.open().await?;
-    let (response, report) =
-        sqs::handle_batch(opened.runtime.kernel(), agent, event, common.max_receives).await;
-    println!(
-        "applied {}, duplicates {}, dead-lettered {}, failed {}",
-        report.applied, report.duplicates, report.dead_lettered, report.failed
-    );
-    println!("{}", serde_json::to_string_pretty(&response)?);
-    Ok(if report.failed > 0 { 1 } else { 0 })
+    let target = aos::events::Target {
+        kernel: opened.runtime.kernel().clone(),
+        inbox: opened.runtime.inbox(),
+        max_receives: common.max_receives,
+        store: opened.shown.clone(),
+    };
+    let replayed = aos::events::replay_file(&target, file, agent).await?;
+    print!("{}", replayed.text);
+    Ok(if replayed.failed { 1 } else { 0 })
 }
 
 async fn replay_task(id: &str, common: &Common) -> anyhow::Result<i32> {

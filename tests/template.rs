@@ -12,18 +12,16 @@
 //!
 //! The other tests pin what the code relies on (visibility ≥ 6 × function timeout,
 //! max receives reaching the functions, message size, alarms, keys from SSM), and
-//! `sam validate --lint` and `cfn-lint` run from a virtualenv this test installs
-//! under `target/` once.
+//! `sam validate --lint` and `cfn-lint` run from a virtualenv installed under
+//! `target/` once (`aos_aws::emulator::ensure_sam_cli`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aos_kernel::AgentDef;
 use serde_yaml::{Mapping, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1597,91 +1595,11 @@ fn the_table_bucket_and_queues_are_what_the_adapters_expect() {
 
 // ------------------------------------------------------------------ sam validate, cfn-lint
 
-/// The aws-sam-cli release the lint runs with (it brings cfn-lint).
-const SAM_VERSION: &str = "1.170.0";
-
-/// `AOS_SAM_VENV`, else `target/sam-venv` of this workspace.
-fn sam_venv() -> PathBuf {
-    if let Some(dir) = std::env::var_os("AOS_SAM_VENV") {
-        return PathBuf::from(dir);
-    }
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
-        .join("sam-venv")
-}
-
-fn run_ok(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?} exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// Installs aws-sam-cli into the virtualenv once; later calls only check the marker.
-/// Concurrent callers take turns through a lock directory, as the moto harness does.
+/// aws-sam-cli (which brings cfn-lint), installed once into `target/sam-venv` by the
+/// installer the Lambda RIE test shares.
 fn ensure_sam() -> PathBuf {
-    let venv = sam_venv();
-    let bin = venv.join("bin");
-    let marker = venv.join(format!(".aos-sam-{SAM_VERSION}"));
-    if marker.exists() {
-        return bin;
-    }
-    std::fs::create_dir_all(venv.parent().unwrap()).unwrap();
-    let lock = venv.with_extension("lock");
-    let started = Instant::now();
-    loop {
-        match std::fs::create_dir(&lock) {
-            Ok(()) => break,
-            Err(_) if marker.exists() => return bin,
-            Err(_) => {
-                // A lock older than 15 minutes is left over from a killed run.
-                let stale = std::fs::metadata(&lock)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > Duration::from_secs(900));
-                if stale || started.elapsed() > Duration::from_secs(900) {
-                    let _ = std::fs::remove_dir(&lock);
-                }
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
-    }
-    let result = (|| {
-        if marker.exists() {
-            return Ok(());
-        }
-        let _ = writeln!(
-            std::io::stderr(),
-            "installing aws-sam-cli=={SAM_VERSION} (sam, cfn-lint) into {} — once, about a minute",
-            venv.display()
-        );
-        if !bin.join("python").exists() {
-            let python = std::env::var("AOS_PYTHON").unwrap_or_else(|_| "python3".into());
-            run_ok(Command::new(&python).args(["-m", "venv"]).arg(&venv))?;
-        }
-        run_ok(Command::new(bin.join("python")).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            &format!("aws-sam-cli=={SAM_VERSION}"),
-        ]))?;
-        std::fs::write(&marker, SAM_VERSION).map_err(|e| e.to_string())
-    })();
-    let _ = std::fs::remove_dir(&lock);
-    if let Err(e) = result {
-        panic!("cannot install aws-sam-cli into {}: {e}", venv.display());
-    }
-    bin
+    let venv = aos_aws::emulator::default_sam_venv();
+    aos_aws::emulator::ensure_sam_cli(&venv).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs a linter on template.yaml from the repository root; fails with its output.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 async fn setup() -> Result<axum::Router, InitError> {
     let config = Config::from_env()?;
-    let sdk = aos_aws::load_sdk_config().await;
+    let sdk = aos_lambda::load_sdk_config().await;
     let built = build_kernel(&config, &sdk, ToolRegistry::new()).await?;
     Ok(aos_lambda::api::router(
         built.kernel,

@@ -13,7 +13,7 @@ const AGENT: &str = "finance";
 async fn setup() -> Result<SqsHandler, InitError> {
     let config = Config::from_env()?;
     let agent = config.agent_for(AGENT)?;
-    let sdk = aos_aws::load_sdk_config().await;
+    let sdk = aos_lambda::load_sdk_config().await;
     let tools = ToolRegistry::new()
         .with(Arc::new(CurrencyTool))
         .with(Arc::new(CalculatorTool))

@@ -12,7 +12,7 @@ const AGENT: &str = "primary";
 async fn setup() -> Result<SqsHandler, InitError> {
     let config = Config::from_env()?;
     let agent = config.agent_for(AGENT)?;
-    let sdk = aos_aws::load_sdk_config().await;
+    let sdk = aos_lambda::load_sdk_config().await;
     let built = build_kernel(&config, &sdk, ToolRegistry::new()).await?;
     Ok(SqsHandler::new(
         built.kernel,

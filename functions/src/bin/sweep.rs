@@ -9,7 +9,7 @@ use lambda_runtime::{Error, service_fn};
 
 async fn setup() -> Result<Kernel, InitError> {
     let config = Config::from_env()?;
-    let sdk = aos_aws::load_sdk_config().await;
+    let sdk = aos_lambda::load_sdk_config().await;
     Ok(build_kernel(&config, &sdk, ToolRegistry::new())
         .await?
         .kernel)

@@ -12,7 +12,7 @@ const AGENT: &str = "weather";
 async fn setup() -> Result<SqsHandler, InitError> {
     let config = Config::from_env()?;
     let agent = config.agent_for(AGENT)?;
-    let sdk = aos_aws::load_sdk_config().await;
+    let sdk = aos_lambda::load_sdk_config().await;
     let tools = ToolRegistry::new().with(Arc::new(aos_agents::weather_tool(&config.tools)));
     let built = build_kernel(&config, &sdk, tools).await?;
     Ok(SqsHandler::new(

@@ -1,9 +1,13 @@
-//! Starts moto server (the AWS emulator from PyPI) for tests, benchmarks and
-//! `aos dev --backend aws --emulator`: installs `moto[server]` into a virtualenv this
-//! code owns on first use, then runs it on a free loopback port. No Docker.
+//! Python tools from PyPI that tests, benchmarks and `aos dev --backend aws
+//! --emulator` run, each installed once into a virtualenv this code owns (concurrent
+//! installers take turns through a lock directory). No Docker.
 //!
-//! The server is a child process that exits when its stdin closes, so it dies with the
-//! process that started it, however that process ends.
+//! - [`Moto`]: moto server, the AWS emulator, on a free loopback port. The server is a
+//!   child process that exits when its stdin closes, so it dies with the process that
+//!   started it, however that process ends.
+//! - [`ensure_sam_cli`]: aws-sam-cli, which brings `sam`, `cfn-lint` and AWS's Lambda
+//!   Runtime Interface Emulator ([`lambda_rie`]), which runs a function's `bootstrap`
+//!   behind the Lambda invoke API.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -31,13 +35,19 @@ finally:
     os._exit(0)
 "#;
 
-/// Why the emulator could not be started.
+/// Why a tool could not be installed or started.
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
-    #[error("cannot install moto[server] into {venv}: {detail}")]
-    Install { venv: String, detail: String },
+    #[error("cannot install {what} into {venv}: {detail}")]
+    Install {
+        what: String,
+        venv: String,
+        detail: String,
+    },
     #[error("cannot start moto server: {0}")]
     Start(String),
+    #[error("{0}")]
+    Missing(String),
 }
 
 /// A running moto server; dropping it stops the server.
@@ -56,7 +66,7 @@ impl Moto {
 
     /// Installs moto into `venv` if needed and starts a server.
     pub fn start(venv: &Path) -> Result<Moto, EmulatorError> {
-        let python = ensure_installed(venv)?;
+        let python = ensure_installed(venv, &MOTO)?.join("python");
         let mut child = Command::new(&python)
             .arg("-c")
             .arg(SERVER_PY)
@@ -110,36 +120,123 @@ impl Drop for Moto {
     }
 }
 
+/// A package a virtualenv is made for.
+#[derive(Debug)]
+struct Package {
+    /// The marker file is `.aos-{name}-{version}`.
+    name: &'static str,
+    version: &'static str,
+    /// What pip installs, at `version`.
+    pip_name: &'static str,
+    /// What it is, for the one line printed while installing.
+    about: &'static str,
+}
+
+impl Package {
+    fn requirement(&self) -> String {
+        format!("{}=={}", self.pip_name, self.version)
+    }
+}
+
+const MOTO: Package = Package {
+    name: "moto",
+    version: MOTO_VERSION,
+    pip_name: "moto[server]",
+    about: "the AWS emulator",
+};
+
+/// The aws-sam-cli release the tests run (it brings cfn-lint and the Lambda RIE).
+pub const SAM_VERSION: &str = "1.170.0";
+
+const SAM: Package = Package {
+    name: "sam",
+    version: SAM_VERSION,
+    pip_name: "aws-sam-cli",
+    about: "sam, cfn-lint and the Lambda Runtime Interface Emulator",
+};
+
+/// The workspace's `target/` (or `CARGO_TARGET_DIR`) when built from source.
+fn target_dir() -> Option<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.is_dir().then_some(target)
+}
+
 /// `AOS_MOTO_VENV`, or `target/moto-venv` of this workspace when built from source,
 /// or `.aos/moto-venv`.
 pub fn default_venv() -> PathBuf {
     if let Some(dir) = std::env::var_os("AOS_MOTO_VENV") {
         return PathBuf::from(dir);
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"));
-    if target.is_dir() {
-        target.join("moto-venv")
-    } else {
-        PathBuf::from(".aos/moto-venv")
+    match target_dir() {
+        Some(t) => t.join("moto-venv"),
+        None => PathBuf::from(".aos/moto-venv"),
     }
 }
 
-fn python_of(venv: &Path) -> PathBuf {
-    venv.join("bin").join("python")
+/// `AOS_SAM_VENV`, or `target/sam-venv` of this workspace when built from source, or
+/// `.aos/sam-venv`.
+pub fn default_sam_venv() -> PathBuf {
+    if let Some(dir) = std::env::var_os("AOS_SAM_VENV") {
+        return PathBuf::from(dir);
+    }
+    match target_dir() {
+        Some(t) => t.join("sam-venv"),
+        None => PathBuf::from(".aos/sam-venv"),
+    }
 }
 
-/// Creates the virtualenv and installs moto once; later calls only check the marker.
-/// Concurrent callers (test binaries) take turns through a lock directory.
-fn ensure_installed(venv: &Path) -> Result<PathBuf, EmulatorError> {
-    let marker = venv.join(format!(".aos-moto-{MOTO_VERSION}"));
-    let python = python_of(venv);
+/// Installs aws-sam-cli into `venv` if needed; returns the virtualenv's `bin/`, which
+/// holds `sam` and `cfn-lint`.
+pub fn ensure_sam_cli(venv: &Path) -> Result<PathBuf, EmulatorError> {
+    ensure_installed(venv, &SAM)
+}
+
+/// AWS's Lambda Runtime Interface Emulator for this machine's architecture, from the
+/// aws-sam-cli in `venv` (installed if needed). It runs a `bootstrap` without Docker:
+/// `aws-lambda-rie --runtime-interface-emulator-address 127.0.0.1:P1
+/// --runtime-api-address 127.0.0.1:P2 <bootstrap>`, invoked with
+/// `POST http://127.0.0.1:P1/2015-03-31/functions/function/invocations`.
+pub fn lambda_rie(venv: &Path) -> Result<PathBuf, EmulatorError> {
+    ensure_sam_cli(venv)?;
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let file = format!("aws-lambda-rie-{arch}");
+    let lib = venv.join("lib");
+    let found = std::fs::read_dir(&lib)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|python| {
+            python
+                .path()
+                .join("site-packages/samcli/local/rapid")
+                .join(&file)
+        })
+        .find(|p| p.is_file());
+    found.ok_or_else(|| {
+        EmulatorError::Missing(format!(
+            "no {file} under {}/python*/site-packages/samcli/local/rapid: aws-sam-cli \
+             {SAM_VERSION} ships the Lambda RIE for x86_64 and arm64 only",
+            lib.display()
+        ))
+    })
+}
+
+/// Creates the virtualenv and installs `package` once; later calls only check the
+/// marker. Returns the virtualenv's `bin/`. Concurrent callers (test binaries) take
+/// turns through a lock directory.
+fn ensure_installed(venv: &Path, package: &Package) -> Result<PathBuf, EmulatorError> {
+    let marker = venv.join(format!(".aos-{}-{}", package.name, package.version));
+    let bin = venv.join("bin");
     if marker.exists() {
-        return Ok(python);
+        return Ok(bin);
     }
     let fail = |detail: String| EmulatorError::Install {
+        what: package.requirement(),
         venv: venv.display().to_string(),
         detail,
     };
@@ -151,7 +248,7 @@ fn ensure_installed(venv: &Path) -> Result<PathBuf, EmulatorError> {
     loop {
         match std::fs::create_dir(&lock) {
             Ok(()) => break,
-            Err(_) if marker.exists() => return Ok(python),
+            Err(_) if marker.exists() => return Ok(bin),
             Err(_) => {
                 // Another process is installing; a lock older than 15 minutes is
                 // left over from a killed run.
@@ -167,10 +264,10 @@ fn ensure_installed(venv: &Path) -> Result<PathBuf, EmulatorError> {
             }
         }
     }
-    let result = install(venv, &python, &marker);
+    let result = install(venv, &bin.join("python"), &marker, package);
     let _ = std::fs::remove_dir(&lock);
     result.map_err(fail)?;
-    Ok(python)
+    Ok(bin)
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {
@@ -186,7 +283,7 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
-fn install(venv: &Path, python: &Path, marker: &Path) -> Result<(), String> {
+fn install(venv: &Path, python: &Path, marker: &Path, package: &Package) -> Result<(), String> {
     if marker.exists() {
         return Ok(());
     }
@@ -195,7 +292,9 @@ fn install(venv: &Path, python: &Path, marker: &Path) -> Result<(), String> {
     let started = Instant::now();
     let _ = writeln!(
         std::io::stderr(),
-        "aos: installing moto[server]=={MOTO_VERSION} (the AWS emulator) into {} — once, about a minute",
+        "aos: installing {} ({}) into {} — once, about a minute",
+        package.requirement(),
+        package.about,
         venv.display()
     );
     if !python.exists() {
@@ -208,12 +307,13 @@ fn install(venv: &Path, python: &Path, marker: &Path) -> Result<(), String> {
         "install",
         "--quiet",
         "--disable-pip-version-check",
-        &format!("moto[server]=={MOTO_VERSION}"),
+        &package.requirement(),
     ]))?;
-    std::fs::write(marker, MOTO_VERSION).map_err(|e| e.to_string())?;
+    std::fs::write(marker, package.version).map_err(|e| e.to_string())?;
     let _ = writeln!(
         std::io::stderr(),
-        "aos: moto installed in {:.0} s",
+        "aos: {} installed in {:.0} s",
+        package.requirement(),
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -21,6 +21,7 @@ mod scheduler;
 mod sqs;
 
 pub use aws_sdk_dynamodb;
+pub use aws_sdk_sqs;
 pub use counter::{CallCounter, CallCounts};
 pub use dynamo::{
     APPLIED_TTL_SECS, DynamoStore, GSI, GSI_PK, GSI_SK, ITEM_VALUE_LIMIT, MEMORY_KEEP,

@@ -1,5 +1,7 @@
-//! Every recorded event in `events/` parses as its AWS shape and replays through the
-//! real handler with the outcome a person would expect.
+//! Recorded SQS and schedule events from `events/` through this crate's own handlers
+//! (`handle_batch`, `handle_scheduled`), as the local runtime runs them. Every fixture,
+//! with the outcome its `<case>.expected.json` states, is replayed through the Lambda
+//! handlers in `shared/lambda/tests/fixtures.rs`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -14,7 +16,7 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 #[tokio::test]
 async fn sqs_task_fixture_replays_once_and_dedupes_the_second_time() {
     let sys = common::system();
-    let event: SqsEvent = serde_json::from_str(&common::fixture("sqs/primary-task.json")).unwrap();
+    let event: SqsEvent = serde_json::from_str(&common::fixture("sqs/new-task.json")).unwrap();
     // The API records a task before its envelope is sent; do the same here.
     let id: TaskId = "01JDA5V0K3Z8Q9WX7YB2M4N6PR".parse().unwrap();
     let body = event.records[0].body.clone().unwrap();
@@ -42,15 +44,15 @@ async fn sqs_task_fixture_replays_once_and_dedupes_the_second_time() {
 #[tokio::test]
 async fn malformed_records_go_to_the_dead_letter_queue_and_are_acknowledged() {
     let sys = common::system();
-    let event: SqsEvent = serde_json::from_str(&common::fixture("sqs/malformed.json")).unwrap();
+    let event: SqsEvent = serde_json::from_str(&common::fixture("sqs/poison-body.json")).unwrap();
     let (resp, report) = handle_batch(&sys.kernel, "primary", event, 5).await;
     assert!(
         resp.batch_item_failures.is_empty(),
         "retrying cannot help; do not block the queue"
     );
-    assert_eq!(report.dead_lettered, 2);
+    assert_eq!(report.dead_lettered, 3);
     let dl = sys.queues.dead_letters("primary", 10).await.unwrap();
-    assert_eq!(dl.len(), 2);
+    assert_eq!(dl.len(), 3);
     assert!(
         dl[0].reason.starts_with("envelope does not parse"),
         "{}",

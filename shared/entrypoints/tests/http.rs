@@ -153,7 +153,7 @@ async fn a_recorded_api_gateway_event_reaches_the_same_router() {
     let sys = common::system();
     let app = router(&sys);
     let event: ApiGatewayV2httpRequest =
-        serde_json::from_str(&common::fixture("api/submit-task.json")).unwrap();
+        serde_json::from_str(&common::fixture("http/create-task.json")).unwrap();
     // What lambda_http does: the API Gateway event becomes an http::Request.
     let method = event.request_context.http.method.as_str().to_string();
     let path = event.raw_path.clone().unwrap();

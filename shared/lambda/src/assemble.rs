@@ -53,6 +53,20 @@ pub struct Assembled {
     pub aws: AwsBackend,
 }
 
+/// The SDK's configuration ([`aos_aws::load_sdk_config`]: region, credentials chain,
+/// endpoints, retries), loaded at init. Its duration is logged at debug level as
+/// `aws_config_us`, which `aos bench --lambda` reads to say what it costs.
+pub async fn load_sdk_config() -> SdkConfig {
+    let started = std::time::Instant::now();
+    let sdk = aos_aws::load_sdk_config().await;
+    tracing::debug!(aws_config_us = micros(started), "AWS configuration loaded");
+    sdk
+}
+
+fn micros(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
 /// Fetches the model keys (once), builds the SDK clients, the model router (the
 /// offline model, Bedrock through the function's role, OpenAI and Anthropic when
 /// configured) and the kernel with the compiled-in agents and `tools`, the tools this
@@ -62,6 +76,7 @@ pub async fn build_kernel(
     sdk: &SdkConfig,
     tools: ToolRegistry,
 ) -> Result<Assembled, InitError> {
+    let started = std::time::Instant::now();
     let (openai_api_key, anthropic_api_key) = aos_models::secrets::resolve_keys(
         sdk,
         config.openai_key.clone(),
@@ -97,6 +112,8 @@ pub async fn build_kernel(
         clock,
     };
     let kernel = Kernel::new(catalog, tools, ports, kernel_config)?;
+    // Model keys fetched, clients and kernel built: the rest of a cold start.
+    tracing::debug!(build_kernel_us = micros(started), "kernel built");
     Ok(Assembled { kernel, aws })
 }
 

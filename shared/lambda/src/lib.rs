@@ -10,9 +10,9 @@
 //! Module map:
 //! - [`config`]: [`Config::from_env`], one typed configuration whose errors name the
 //!   variable to fix.
-//! - [`assemble`]: [`build_kernel`], the kernel on the AWS adapters with the model
-//!   providers, the built-in price table, the compiled-in agents, and only the tools
-//!   the function links.
+//! - [`assemble`]: [`load_sdk_config`] (timed) and [`build_kernel`], the kernel on
+//!   the AWS adapters with the model providers, the built-in price table, the
+//!   compiled-in agents, and only the tools the function links.
 //! - [`sqs`]: [`SqsHandler`], an agent's deadline-aware SQS batch handler with
 //!   partial batch responses and early release of retried records.
 //! - [`api`]: the HTTP API router `aos dev` serves, for `lambda_http`.
@@ -30,7 +30,7 @@ pub mod schedule;
 pub mod sqs;
 pub mod sweep;
 
-pub use assemble::{Assembled, InitError, PRICES, build_kernel};
+pub use assemble::{Assembled, InitError, PRICES, build_kernel, load_sdk_config};
 pub use config::{Config, ConfigError};
 pub use error::WakeError;
 pub use logging::init_tracing;

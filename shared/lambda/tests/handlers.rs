@@ -150,13 +150,13 @@ fn fixture(path: &str) -> Value {
 async fn the_api_function_serves_the_same_router_through_api_gateway_events() {
     let sys = system();
     let app = aos_lambda::api::router(sys.kernel.clone(), sys.queues.clone() as Arc<dyn Inbox>);
-    let created = invoke_api(app.clone(), fixture("api/submit-task.json")).await;
+    let created = invoke_api(app.clone(), fixture("http/create-task.json")).await;
     assert_eq!(created["statusCode"], 202, "{created}");
     let task: Value = serde_json::from_str(created["body"].as_str().unwrap()).unwrap();
     let id = task["id"].as_str().unwrap().to_string();
     assert_eq!(task["status"], "queued");
 
-    let mut get = fixture("api/submit-task.json");
+    let mut get = fixture("http/create-task.json");
     get["rawPath"] = json!(format!("/tasks/{id}"));
     get["requestContext"]["http"]["method"] = json!("GET");
     get["requestContext"]["http"]["path"] = json!(format!("/tasks/{id}"));
@@ -166,7 +166,7 @@ async fn the_api_function_serves_the_same_router_through_api_gateway_events() {
     let body: Value = serde_json::from_str(got["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["id"], id.as_str());
 
-    let mut bad = fixture("api/submit-task.json");
+    let mut bad = fixture("http/create-task.json");
     bad["body"] = json!("{not json");
     let refused = invoke_api(app, bad).await;
     assert_eq!(refused["statusCode"], 400, "{refused}");

@@ -2,37 +2,16 @@
 //! deadline. Setup only, done once before the first event; only the finance agent's
 //! tools (`convert_currency`, `calculator`, `check_invoice`) are linked in.
 
-use aos_agents::{CalculatorTool, CurrencyTool, InvoiceTool};
 use aos_kernel::tools::ToolRegistry;
-use aos_lambda::{Config, InitError, SqsHandler, build_kernel, init_tracing};
-use lambda_runtime::{Error, service_fn};
 use std::sync::Arc;
 
-const AGENT: &str = "finance";
-
-async fn setup() -> Result<SqsHandler, InitError> {
-    let config = Config::from_env()?;
-    let agent = config.agent_for(AGENT)?;
-    let sdk = aos_lambda::load_sdk_config().await;
-    let tools = ToolRegistry::new()
-        .with(Arc::new(CurrencyTool))
-        .with(Arc::new(CalculatorTool))
-        .with(Arc::new(InvoiceTool));
-    let built = build_kernel(&config, &sdk, tools).await?;
-    Ok(SqsHandler::new(
-        built.kernel,
-        Arc::new(built.aws.queues),
-        agent,
-        config.max_receives,
-        config.deadline_margin_ms,
-    ))
-}
-
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    init_tracing();
-    let handler = setup().await.inspect_err(|e| {
-        tracing::error!(error = %e, "{AGENT} function cannot start");
-    })?;
-    lambda_runtime::run(service_fn(|event| handler.handle(event))).await
+async fn main() -> Result<(), lambda_runtime::Error> {
+    aos_lambda::run_agent("finance", |_| {
+        ToolRegistry::new()
+            .with(Arc::new(aos_agents::CurrencyTool))
+            .with(Arc::new(aos_agents::CalculatorTool))
+            .with(Arc::new(aos_agents::InvoiceTool))
+    })
+    .await
 }

@@ -34,4 +34,4 @@ pub use assemble::{Assembled, InitError, PRICES, build_kernel, load_sdk_config};
 pub use config::{Config, ConfigError};
 pub use error::WakeError;
 pub use logging::init_tracing;
-pub use sqs::SqsHandler;
+pub use sqs::{SqsHandler, run_agent};

@@ -114,3 +114,32 @@ impl SqsHandler {
         (response, report)
     }
 }
+
+/// An agent function's whole `main`: set up once, before the first event (config,
+/// SDK clients, the kernel with the tools `tools` registers: the agent's own only, so
+/// no other agent's tool code is linked into its binary), then serve its queue's
+/// batches until Lambda stops the process.
+pub async fn run_agent(
+    agent: &'static str,
+    tools: impl FnOnce(&crate::Config) -> aos_kernel::tools::ToolRegistry,
+) -> Result<(), lambda_runtime::Error> {
+    crate::init_tracing();
+    let setup = async {
+        let config = crate::Config::from_env()?;
+        let name = config.agent_for(agent)?;
+        let sdk = crate::load_sdk_config().await;
+        let registry = tools(&config);
+        let built = crate::build_kernel(&config, &sdk, registry).await?;
+        Ok::<_, crate::InitError>(SqsHandler::new(
+            built.kernel,
+            Arc::new(built.aws.queues),
+            name,
+            config.max_receives,
+            config.deadline_margin_ms,
+        ))
+    };
+    let handler = setup.await.inspect_err(|e| {
+        tracing::error!(error = %e, "{agent} function cannot start");
+    })?;
+    lambda_runtime::run(lambda_runtime::service_fn(|event| handler.handle(event))).await
+}

@@ -194,9 +194,6 @@ async fn mcp_tools(
         .context("listing the tools of the MCP servers")
 }
 
-/// The price table built into the binary.
-const PRICES: &str = include_str!("../functions/prices.toml");
-
 /// Which models answer, and why: what `aos` prints before it runs anything.
 struct ModelChoice {
     kernel: aos_kernel::KernelConfig,
@@ -230,24 +227,20 @@ async fn choose_models(
     };
     let providers = aos_models::Providers::new(config).context("setting up the model providers")?;
     let prefixes: Vec<String> = providers.prefixes().map(str::to_string).collect();
-    let (default_model, why) = if let Some(m) = var("AOS_DEFAULT_MODEL") {
-        (m, "AOS_DEFAULT_MODEL".to_string())
-    } else if prefixes.iter().any(|p| p == "anthropic") {
-        (
-            "anthropic:claude-haiku-4-5".to_string(),
-            "ANTHROPIC_API_KEY is set".to_string(),
-        )
-    } else if prefixes.iter().any(|p| p == "openai") {
-        (
-            "openai:gpt-4o-mini".to_string(),
+    let (default_model, why) = match (var("AOS_DEFAULT_MODEL"), providers.default_route()) {
+        (Some(m), _) => (m, "AOS_DEFAULT_MODEL".to_string()),
+        (None, Some(route)) if route.starts_with("anthropic:") => {
+            (route.to_string(), "ANTHROPIC_API_KEY is set".to_string())
+        }
+        (None, Some(route)) => (
+            route.to_string(),
             "OPENAI_API_KEY or OPENAI_BASE_URL is set".to_string(),
-        )
-    } else {
-        (
+        ),
+        (None, None) => (
             "offline".to_string(),
             "no provider configured: pass --model or set ANTHROPIC_API_KEY or OPENAI_API_KEY"
                 .to_string(),
-        )
+        ),
     };
     let said = match model {
         Some(m) => format!("model: {m} (--model)"),
@@ -268,7 +261,7 @@ async fn choose_models(
     let table = match prices {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("reading the price table {}", path.display()))?,
-        None => PRICES.to_string(),
+        None => aos_agents::PRICES.to_string(),
     };
     let prices = aos_kernel::prices::PriceTable::from_toml(&table).map_err(anyhow::Error::msg)?;
     let kernel = aos_kernel::KernelConfig {

@@ -3,25 +3,12 @@
 //! request; it runs no agent, so no tool is linked in.
 
 use aos_kernel::tools::ToolRegistry;
-use aos_lambda::{Config, InitError, build_kernel, init_tracing};
 use lambda_http::Error;
 use std::sync::Arc;
 
-async fn setup() -> Result<axum::Router, InitError> {
-    let config = Config::from_env()?;
-    let sdk = aos_lambda::load_sdk_config().await;
-    let built = build_kernel(&config, &sdk, ToolRegistry::new()).await?;
-    Ok(aos_lambda::api::router(
-        built.kernel,
-        Arc::new(built.aws.queues),
-    ))
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    init_tracing();
-    let app = setup().await.inspect_err(|e| {
-        tracing::error!(error = %e, "api function cannot start");
-    })?;
+    let (_, built) = aos_lambda::setup("api", |_| ToolRegistry::new()).await?;
+    let app = aos_lambda::api::router(built.kernel, Arc::new(built.aws.queues));
     lambda_http::run(app).await
 }

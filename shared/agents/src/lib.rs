@@ -30,6 +30,13 @@ pub use finance::{CalculatorTool, CurrencyTool, InvoiceTool};
 pub use http_get::{HostAllowList, HttpGetTool};
 pub use weather::WeatherTool;
 
+/// The built-in model price table (`functions/prices.toml`), compiled in: a Lambda
+/// package holds only its `bootstrap`, and the CLI's `--prices` replaces it.
+pub const PRICES: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../functions/prices.toml"
+));
+
 const PRIMARY_TOML: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../functions/primary/agent.toml"

@@ -23,13 +23,6 @@ use aws_config::SdkConfig;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// The built-in price table (`functions/prices.toml`), compiled in: a Lambda package
-/// holds only its `bootstrap`.
-pub const PRICES: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../functions/prices.toml"
-));
-
 /// Why a function could not start. Each says what to fix; none holds a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -117,17 +110,35 @@ pub async fn build_kernel(
     Ok(Assembled { kernel, aws })
 }
 
+/// Every function's set-up, done once before its first event: logging, the
+/// configuration from the environment, the SDK configuration, and the kernel with
+/// `tools` (what this function links; `tools` sees the configuration). A failure is
+/// logged with `function`'s name before it ends the process.
+pub async fn setup(
+    function: &str,
+    tools: impl FnOnce(&Config) -> ToolRegistry,
+) -> Result<(Config, Assembled), InitError> {
+    crate::init_tracing();
+    let built = async {
+        let config = Config::from_env()?;
+        let sdk = load_sdk_config().await;
+        let registry = tools(&config);
+        let built = build_kernel(&config, &sdk, registry).await?;
+        Ok((config, built))
+    };
+    built.await.inspect_err(|e: &InitError| {
+        tracing::error!(error = %e, "{function} function cannot start");
+    })
+}
+
 /// Routes, prices and the deadline margin. The default route of `auto` agents, as the
-/// CLI chooses it: `AOS_DEFAULT_MODEL`, else Anthropic or OpenAI when configured, else
-/// the offline model (Bedrock needs a model id the account has access to, so it is
-/// used when a route names it).
+/// CLI chooses it: `AOS_DEFAULT_MODEL`, else `Providers::default_route`, else the
+/// offline model.
 fn kernel_config(config: &Config, providers: &Providers) -> Result<KernelConfig, InitError> {
     let configured = |p: &str| p == "offline" || providers.get(p).is_some();
     let default_model = match &config.default_model {
         Some(m) => m.clone(),
-        None if configured("anthropic") => "anthropic:claude-haiku-4-5".into(),
-        None if configured("openai") => "openai:gpt-4o-mini".into(),
-        None => "offline".into(),
+        None => providers.default_route().unwrap_or("offline").into(),
     };
     for (var, route) in [
         ("AOS_MODEL", config.model.as_ref()),
@@ -151,7 +162,8 @@ fn kernel_config(config: &Config, providers: &Providers) -> Result<KernelConfig,
             .into());
         }
     }
-    let prices = PriceTable::from_toml(PRICES).map_err(|e| InitError::Prices(e.to_string()))?;
+    let prices =
+        PriceTable::from_toml(aos_agents::PRICES).map_err(|e| InitError::Prices(e.to_string()))?;
     Ok(KernelConfig {
         default_model,
         model_override: config.model.clone(),

@@ -30,7 +30,7 @@ pub mod schedule;
 pub mod sqs;
 pub mod sweep;
 
-pub use assemble::{Assembled, InitError, PRICES, build_kernel, load_sdk_config};
+pub use assemble::{Assembled, InitError, build_kernel, load_sdk_config, setup};
 pub use config::{Config, ConfigError};
 pub use error::WakeError;
 pub use logging::init_tracing;

@@ -123,23 +123,16 @@ pub async fn run_agent(
     agent: &'static str,
     tools: impl FnOnce(&crate::Config) -> aos_kernel::tools::ToolRegistry,
 ) -> Result<(), lambda_runtime::Error> {
-    crate::init_tracing();
-    let setup = async {
-        let config = crate::Config::from_env()?;
-        let name = config.agent_for(agent)?;
-        let sdk = crate::load_sdk_config().await;
-        let registry = tools(&config);
-        let built = crate::build_kernel(&config, &sdk, registry).await?;
-        Ok::<_, crate::InitError>(SqsHandler::new(
-            built.kernel,
-            Arc::new(built.aws.queues),
-            name,
-            config.max_receives,
-            config.deadline_margin_ms,
-        ))
-    };
-    let handler = setup.await.inspect_err(|e| {
+    let (config, built) = crate::setup(agent, tools).await?;
+    let name = config.agent_for(agent).inspect_err(|e| {
         tracing::error!(error = %e, "{agent} function cannot start");
     })?;
+    let handler = SqsHandler::new(
+        built.kernel,
+        Arc::new(built.aws.queues),
+        name,
+        config.max_receives,
+        config.deadline_margin_ms,
+    );
     lambda_runtime::run(lambda_runtime::service_fn(|event| handler.handle(event))).await
 }

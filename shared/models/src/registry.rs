@@ -94,6 +94,19 @@ impl Providers {
         self.get(provider_of(route))
     }
 
+    /// The route of `auto` agents when nothing names one: Anthropic when configured,
+    /// else OpenAI (or an OpenAI-compatible server), else none (the offline model).
+    /// Bedrock is not chosen by default: it needs a model id the account may use.
+    pub fn default_route(&self) -> Option<&'static str> {
+        if self.get(anthropic::PREFIX).is_some() {
+            Some("anthropic:claude-haiku-4-5")
+        } else if self.get(openai::PREFIX).is_some() {
+            Some("openai:gpt-4o-mini")
+        } else {
+            None
+        }
+    }
+
     pub fn prefixes(&self) -> impl Iterator<Item = &str> {
         self.models.keys().map(String::as_str)
     }

@@ -16,6 +16,7 @@
 //! - [`journal`]: recorded model responses and tool results, so no step is paid twice.
 //! - [`route`]: routes to providers, fallback chains and circuit breakers.
 //! - [`prices`]: the editable price table every model call is priced from.
+//! - [`schedules`]: tasks and wake-ups on a timetable (cron, rate, one-time) and their port.
 //! - `testkit` (feature): in-memory ports, a scripted model, the conformance suite.
 
 pub mod catalog;
@@ -28,6 +29,7 @@ pub mod offline;
 pub mod ports;
 pub mod prices;
 pub mod route;
+pub mod schedules;
 pub mod tools;
 
 #[cfg(feature = "testkit")]
@@ -35,6 +37,7 @@ pub mod testkit;
 
 pub use catalog::Catalog;
 pub use ids::{EnvelopeId, EventId, TaskId};
+pub use schedules::{Schedule, ScheduleError, ScheduleKind, Schedules, When};
 pub use kernel::{Kernel, KernelConfig, Ports, Retry, SubmitError, SweepReport, WakeOutcome};
 pub use model::{
     AgentDef, AgentName, Envelope, Event, EventKind, Kind, SessionId, Task, TaskStatus,

@@ -13,7 +13,10 @@ use aos_kernel::ids::{EnvelopeId, TaskId};
 use aos_kernel::model::{
     Event, MemoryNote, OutboxItem, Session, SessionKey, Task, TaskStatus, TaskUpdate, Usage,
 };
-use aos_kernel::ports::{BlobStore, Clock, Commit, Loaded, PortError, SessionStore, TaskStore};
+use aos_kernel::model::DEFAULT_TENANT;
+use aos_kernel::ports::{
+    BlobStore, Clock, Commit, Loaded, PortError, SessionStore, TaskQuery, TaskStore,
+};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
@@ -96,8 +99,10 @@ fn task_pk(id: TaskId) -> String {
     format!("T#{id}")
 }
 
-fn memory_pk(agent: &str) -> String {
-    format!("A#{agent}")
+/// The memory item of a scope ([`aos_kernel::model::memory_scope`]: the agent, or
+/// `tenant/agent`).
+fn memory_pk(scope: &str) -> String {
+    format!("A#{scope}")
 }
 
 fn key(pk: String, sk: &str) -> Item {
@@ -153,6 +158,8 @@ fn task_item(task: &Task) -> Result<Item, PortError> {
     let mut item = key(task_pk(task.id), "TASK");
     item.insert("doc".into(), s(encode("task", task)?));
     item.insert("status".into(), s(task.status.as_str()));
+    // Top level, so listings filter by tenant on the server.
+    item.insert("tenant".into(), s(task.tenant.clone()));
     item.insert(GSI_PK.into(), s(format!("TASKS#{}", task.status.as_str())));
     item.insert(GSI_SK.into(), s(task.id.to_string()));
     item.insert("updated".into(), n(task.updated_at));
@@ -603,6 +610,7 @@ impl SessionStore for DynamoStore {
         key_: &SessionKey,
         task: TaskId,
         envelope: EnvelopeId,
+        memory_scope: &str,
         memory_limit: usize,
     ) -> Result<Loaded, PortError> {
         let spk = session_pk(key_);
@@ -610,7 +618,7 @@ impl SessionStore for DynamoStore {
             key(spk.clone(), "STATE"),
             key(spk.clone(), &format!("A#{envelope}")),
             key(task_pk(task), "TASK"),
-            key(memory_pk(key_.agent.as_str()), "MEMORY"),
+            key(memory_pk(memory_scope), "MEMORY"),
         ];
         let request = KeysAndAttributes::builder()
             .set_keys(Some(wanted))
@@ -681,7 +689,7 @@ impl SessionStore for DynamoStore {
                     })
                     .collect::<Result<_, _>>()?;
                 if notes.len() >= 2 * MEMORY_KEEP {
-                    self.compact_memory(key_.agent.as_str(), notes.len()).await;
+                    self.compact_memory(memory_scope, notes.len()).await;
                 }
             }
         }
@@ -787,7 +795,7 @@ impl SessionStore for DynamoStore {
             if !notes.is_empty() {
                 let update = Update::builder()
                     .table_name(&self.table)
-                    .key(PK, s(memory_pk(c.key.agent.as_str())))
+                    .key(PK, s(memory_pk(&c.memory_scope)))
                     .key(SK, s("MEMORY"))
                     .update_expression(
                         "SET notes = list_append(if_not_exists(notes, :empty), :new)",
@@ -867,34 +875,53 @@ impl TaskStore for DynamoStore {
         Ok(events)
     }
 
-    async fn list_tasks(
-        &self,
-        status: Option<TaskStatus>,
-        limit: usize,
-    ) -> Result<Vec<Task>, PortError> {
+    async fn list_tasks(&self, q: &TaskQuery) -> Result<Vec<Task>, PortError> {
+        let limit = q.limit;
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let wanted: Vec<TaskStatus> = match status {
+        let wanted: Vec<TaskStatus> = match q.status {
             Some(st) => vec![st],
             None => STATUSES.to_vec(),
         };
+        let mut condition = format!("{GSI_PK} = :g");
+        if q.before.is_some() {
+            condition.push_str(&format!(" AND {GSI_SK} < :b"));
+        }
+        // Items written before tenants existed have no tenant: the default one.
+        let filter = q.tenant.as_ref().map(|t| {
+            if t == DEFAULT_TENANT {
+                "attribute_not_exists(tenant) OR tenant = :t"
+            } else {
+                "tenant = :t"
+            }
+        });
         let mut tasks = Vec::new();
         for st in wanted {
-            // A query returns at most 1 MB a page: follow the pages up to `limit`.
+            // A query returns at most 1 MB a page, and the filter applies after the
+            // page's limit: follow the pages up to `limit`.
             let mut found = 0;
             let mut start: Option<Item> = None;
             loop {
-                let out = self
+                let mut query = self
                     .client
                     .query()
                     .table_name(&self.table)
                     .index_name(GSI)
-                    .key_condition_expression("gsi1pk = :g")
+                    .key_condition_expression(&condition)
                     .expression_attribute_values(":g", s(format!("TASKS#{}", st.as_str())))
                     .scan_index_forward(false)
                     .limit(i32::try_from(limit - found).unwrap_or(i32::MAX))
-                    .set_exclusive_start_key(start.take())
+                    .set_exclusive_start_key(start.take());
+                if let Some(before) = q.before {
+                    query = query.expression_attribute_values(":b", s(before.to_string()));
+                }
+                if let (Some(filter), Some(tenant)) = (filter, &q.tenant) {
+                    query = query
+                        .filter_expression(filter)
+                        .expression_attribute_values(":t", s(tenant.clone()));
+                }
+                let out = query
                     .send()
                     .await
                     .map_err(|e| sdk_error("DynamoDB Query", e))?;
@@ -911,6 +938,43 @@ impl TaskStore for DynamoStore {
         tasks.sort_by_key(|t| std::cmp::Reverse(t.id));
         tasks.truncate(limit);
         Ok(tasks)
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        key_: &str,
+        task: TaskId,
+        fingerprint: &str,
+    ) -> Result<(TaskId, String), PortError> {
+        let pk = format!("I#{key_}");
+        let mut item = key(pk.clone(), "IDEMPOTENCY");
+        item.insert("task".into(), s(task.to_string()));
+        item.insert("fingerprint".into(), s(fingerprint.to_string()));
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(format!("attribute_not_exists({PK})"))
+            .send()
+            .await;
+        match put {
+            Ok(_) => return Ok((task, fingerprint.to_string())),
+            Err(e)
+                if e.as_service_error().is_some_and(|se| {
+                    is_code(se.code(), &["ConditionalCheckFailedException"])
+                }) => {}
+            Err(e) => return Err(sdk_error("DynamoDB PutItem", e)),
+        }
+        let item = self
+            .get_item(key(pk, "IDEMPOTENCY"))
+            .await?
+            .ok_or_else(|| PortError::Unavailable("idempotency key vanished; retry".into()))?;
+        let bound = get_s(&item, "task")
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| PortError::Corrupt(format!("idempotency key {key_:?}: bad task")))?;
+        let first = get_s(&item, "fingerprint").unwrap_or_default().to_string();
+        Ok((bound, first))
     }
 
     async fn update_task(

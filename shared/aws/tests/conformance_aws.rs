@@ -151,3 +151,9 @@ async fn schedule_is_idempotent_and_waits_until_due() {
     };
     c::schedule_is_idempotent_and_waits_until_due(&a.scheduler, &*clock, deliver).await;
 }
+
+#[tokio::test]
+async fn idempotency_keys_bind_once() {
+    let a = aws().await;
+    c::idempotency_keys_bind_once(&a.store).await;
+}

@@ -59,6 +59,7 @@ async fn new_task(store: &DynamoStore, agent: &str) -> Task {
     let at = now();
     let id = TaskId::new(at);
     let task = Task {
+        tenant: "default".into(),
         id,
         status: TaskStatus::Queued,
         agent: name(agent),
@@ -87,6 +88,7 @@ async fn new_task(store: &DynamoStore, agent: &str) -> Task {
 
 fn envelope(task: &Task, to: &str, session: &SessionId, body: String) -> Envelope {
     Envelope {
+        tenant: "default".into(),
         id: EnvelopeId::new(now()),
         task: task.id,
         session: session.clone(),

@@ -36,6 +36,20 @@ macro_rules! ulid_id {
                 write!(f, "{}({})", stringify!($name), self.0)
             }
         }
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "description": "A ULID: 26 characters of Crockford base32.",
+                    "pattern": "^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$",
+                    "minLength": 26,
+                    "maxLength": 26
+                })
+            }
+        }
         impl FromStr for $name {
             type Err = ulid::DecodeError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -64,7 +64,7 @@ pub fn tool_key(
 }
 
 /// SHA-256 of the JSON encoding of `v`, in hex.
-fn hash<T: Serialize>(v: &T) -> String {
+pub fn hash<T: Serialize>(v: &T) -> String {
     struct Hasher(Sha256);
     impl std::io::Write for Hasher {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -14,11 +14,12 @@ use crate::llm::{Content, LlmError, Message, Model, ModelRequest, Role, ToolSpec
 use crate::llm::{ModelResponse, StopReason};
 use crate::model::{
     AgentDef, AgentName, Budget, CallSlot, Envelope, Event, EventKind, INLINE_BODY_LIMIT, Kind,
-    MAX_BODY_BYTES, MemoryNote, Origin, OutboxItem, ReplyTo, Session, SessionId, SessionStatus,
+    DEFAULT_TENANT, MAX_BODY_BYTES, MemoryNote, Origin, memory_scope, valid_tenant, OutboxItem, ReplyTo, Session, SessionId, SessionStatus,
     Task, TaskStatus, TaskUpdate, Usage,
 };
 use crate::ports::{
-    BlobStore, Clock, Commit, Loaded, Mailbox, PortError, Scheduler, SessionStore, TaskStore,
+    BlobStore, Clock, Commit, Loaded, Mailbox, PortError, Scheduler, SessionStore, TaskQuery,
+    TaskStore,
 };
 use crate::prices::PriceTable;
 use crate::tools::{ToolContext, ToolRegistry};
@@ -158,9 +159,35 @@ pub enum SubmitError {
     #[error(transparent)]
     Port(#[from] PortError),
     #[error(
-        "task {task} was recorded but could not be started ({reason}); submit again with \"id\": \"{task}\" to start it without creating a second task"
+        "task {task} was recorded but could not be started ({reason}); submit again with the same idempotency key (or id) to start it without creating a second task"
     )]
     NotSent { task: TaskId, reason: String },
+    #[error(
+        "this idempotency key was already used for task {task} with a different request; use a new key for a new request"
+    )]
+    IdempotencyConflict { task: TaskId },
+    #[error("an idempotency key is 1-255 printable ASCII characters")]
+    BadIdempotencyKey,
+    #[error("invalid tenant {0:?}: use 1-64 lowercase letters, digits, '-' or '_'")]
+    InvalidTenant(String),
+}
+
+/// A task submission on behalf of a tenant (the API's).
+#[derive(Clone, Copy, Debug)]
+pub struct Submission<'a> {
+    pub tenant: &'a str,
+    pub agent: &'a str,
+    pub input: &'a str,
+    /// The client's `Idempotency-Key`, if it sent one.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// What [`Kernel::submit_for`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    pub task: Task,
+    /// False when an earlier submission with the same key made the task.
+    pub created: bool,
 }
 
 /// The wake cycle over a set of ports.
@@ -247,14 +274,63 @@ impl Kernel {
         }
     }
 
-    /// Accepts a task for `agent`: records it and sends its first envelope. With
-    /// `id` given, a re-submit of the same id returns the existing task.
+    /// Accepts a task for `agent` of the default tenant: records it and sends its
+    /// first envelope. With `id` given (trusted callers only: the CLI, a schedule's
+    /// firing), a re-submit of the same id returns the existing task. The API never
+    /// lets a client choose an id: it uses [`Kernel::submit_for`].
     pub async fn submit(
         &self,
         agent: &str,
         input: &str,
         id: Option<TaskId>,
     ) -> Result<Task, SubmitError> {
+        self.submit_task(DEFAULT_TENANT, agent, input, id)
+            .await
+            .map(|s| s.task)
+    }
+
+    /// Accepts a task on behalf of a tenant. The task id is always made here; an
+    /// idempotency key is bound to it (scoped to the tenant) with a fingerprint of the
+    /// request, so a retry with the same key and body returns the same task and the
+    /// same key with another body is refused. A key can therefore never name, claim
+    /// or collide with another tenant's task or any envelope.
+    pub async fn submit_for(&self, s: Submission<'_>) -> Result<Submitted, SubmitError> {
+        if !valid_tenant(s.tenant) {
+            return Err(SubmitError::InvalidTenant(s.tenant.to_string()));
+        }
+        self.check_submission(s.agent, s.input)?;
+        let mut id = TaskId::new(self.now_ms());
+        if let Some(key) = s.idempotency_key {
+            if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(SubmitError::BadIdempotencyKey);
+            }
+            let fingerprint = journal::hash(&(s.agent, s.input));
+            let scoped = format!("{}/{key}", s.tenant);
+            let (bound, first) = self
+                .ports
+                .tasks
+                .claim_idempotency_key(&scoped, id, &fingerprint)
+                .await?;
+            if first != fingerprint {
+                return Err(SubmitError::IdempotencyConflict { task: bound });
+            }
+            id = bound;
+        }
+        self.submit_task(s.tenant, s.agent, s.input, Some(id)).await
+    }
+
+    /// The task `id` if it belongs to `tenant`; another tenant's task is `None`, the
+    /// same answer as a task that does not exist.
+    pub async fn task_for(&self, tenant: &str, id: TaskId) -> Result<Option<Task>, PortError> {
+        Ok(self
+            .ports
+            .tasks
+            .get_task(id)
+            .await?
+            .filter(|t| t.tenant == tenant))
+    }
+
+    fn check_submission<'c>(&'c self, agent: &str, input: &str) -> Result<&'c AgentDef, SubmitError> {
         let Some(def) = self.catalog.get(agent) else {
             return Err(SubmitError::UnknownAgent {
                 name: agent.to_string(),
@@ -270,10 +346,22 @@ impl Kernel {
                 limit: self.config.max_input_bytes,
             });
         }
+        Ok(def)
+    }
+
+    async fn submit_task(
+        &self,
+        tenant: &str,
+        agent: &str,
+        input: &str,
+        id: Option<TaskId>,
+    ) -> Result<Submitted, SubmitError> {
+        let def = self.check_submission(agent, input)?;
         let now = self.now_ms();
         let id = id.unwrap_or_else(|| TaskId::new(now));
         let task = Task {
             id,
+            tenant: tenant.to_string(),
             status: TaskStatus::Queued,
             agent: def.name.clone(),
             input: input.to_string(),
@@ -300,6 +388,11 @@ impl Kernel {
             task
         } else {
             match self.ports.tasks.get_task(id).await? {
+                Some(existing) if existing.tenant != tenant => {
+                    // Only trusted callers choose ids; still, never hand out another
+                    // tenant's task.
+                    return Err(SubmitError::IdempotencyConflict { task: id });
+                }
                 Some(existing) => existing,
                 None => task,
             }
@@ -318,7 +411,7 @@ impl Kernel {
                 .map_err(not_sent)?;
             self.flush(&first).await.map_err(not_sent)?;
         }
-        Ok(task)
+        Ok(Submitted { task, created })
     }
 
     /// Re-sends the first envelope of every task still queued: after a crash between
@@ -328,7 +421,7 @@ impl Kernel {
         let queued = self
             .ports
             .tasks
-            .list_tasks(Some(TaskStatus::Queued), usize::MAX)
+            .list_tasks(&TaskQuery::status(TaskStatus::Queued))
             .await?;
         let items: Vec<OutboxItem> = queued
             .iter()
@@ -362,7 +455,7 @@ impl Kernel {
             for task in self
                 .ports
                 .tasks
-                .list_tasks(Some(status), usize::MAX)
+                .list_tasks(&TaskQuery::status(status))
                 .await?
             {
                 if now > task.deadline_ms() {
@@ -461,8 +554,17 @@ impl Kernel {
             let loaded = self
                 .ports
                 .sessions
-                .load(&key, envelope.task, envelope.id, self.config.memory_limit)
+                .load(
+                    &key,
+                    envelope.task,
+                    envelope.id,
+                    &memory_scope(&envelope.tenant, envelope.to.as_str()),
+                    self.config.memory_limit,
+                )
                 .await?;
+            if let Some(reason) = trespass(&envelope, &loaded) {
+                return self.quarantine(&envelope, reason).await;
+            }
             if let Some(outbox) = loaded.applied {
                 // Dedupe: applied before, maybe crashed before the flush. Re-send only.
                 self.flush(&outbox).await?;
@@ -541,8 +643,11 @@ impl Kernel {
         let loaded = self
             .ports
             .sessions
-            .load(&key, envelope.task, envelope.id, 0)
+            .load(&key, envelope.task, envelope.id, "", 0)
             .await?;
+        if let Some(reason) = trespass(&envelope, &loaded) {
+            return self.quarantine(&envelope, reason).await;
+        }
         if let Some(outbox) = loaded.applied {
             self.flush(&outbox).await?;
             return Ok(WakeOutcome::Duplicate);
@@ -555,6 +660,7 @@ impl Kernel {
         let reply = |body: String, is_error: bool| Envelope {
             id: envelope.id.child(0),
             task: envelope.task,
+            tenant: envelope.tenant.clone(),
             session: envelope.session.clone(),
             from: agent.name.to_string(),
             to: agent.name.clone(),
@@ -632,6 +738,7 @@ impl Kernel {
             },
             events: vec![event(0, detail)],
             memory: Vec::new(),
+            memory_scope: memory_scope(&envelope.tenant, agent.name.as_str()),
         };
         match self.ports.sessions.commit(&claim).await {
             Ok(()) => {}
@@ -724,6 +831,18 @@ impl Kernel {
         self.ports
             .tasks
             .update_task(envelope.task, &update, &[event])
+            .await?;
+        Ok(WakeOutcome::DeadLettered { reason })
+    }
+
+    /// Parks an envelope that trespasses on another task's session or another tenant's
+    /// task. Unlike [`Kernel::dead_letter`] it fails no task: the task it names is not
+    /// its own to fail.
+    async fn quarantine(&self, envelope: &Envelope, reason: String) -> Result<WakeOutcome, Retry> {
+        tracing::warn!(envelope = %envelope.id, agent = %envelope.to, %reason, "refusing a trespassing envelope");
+        self.ports
+            .mailbox
+            .dead_letter(envelope.to.as_str(), &envelope.to_json(), &reason)
             .await?;
         Ok(WakeOutcome::DeadLettered { reason })
     }
@@ -836,11 +955,36 @@ impl Kernel {
     }
 }
 
+/// Why an envelope must not touch what it addresses, if it must not: a session belongs
+/// to one task, and a task to one tenant. An envelope of task A naming task B's session
+/// (a replayed or forged envelope) never reads or writes it.
+fn trespass(envelope: &Envelope, loaded: &Loaded) -> Option<String> {
+    if let Some(session) = &loaded.session
+        && session.task != envelope.task
+    {
+        return Some(format!(
+            "envelope {} of task {} addresses session {} of agent {}, which belongs to \
+             another task; refused",
+            envelope.id, envelope.task, envelope.session, envelope.to
+        ));
+    }
+    if let Some(task) = &loaded.task
+        && task.tenant != envelope.tenant
+    {
+        return Some(format!(
+            "envelope {} names tenant {:?} but task {} belongs to another tenant; refused",
+            envelope.id, envelope.tenant, envelope.task
+        ));
+    }
+    None
+}
+
 /// The envelope that starts `task`, rebuilt the same way every time.
 pub fn first_envelope(task: &Task) -> Envelope {
     Envelope {
         id: task.first_envelope,
         task: task.id,
+        tenant: task.tenant.clone(),
         session: root_session(task.id),
         from: "user".into(),
         to: task.agent.clone(),
@@ -1046,6 +1190,7 @@ impl<'a> WakeRun<'a> {
             task_update: self.update,
             events: self.events,
             memory: self.memory,
+            memory_scope: memory_scope(&self.env.tenant, self.agent.name.as_str()),
         }
     }
 
@@ -1118,6 +1263,7 @@ impl<'a> WakeRun<'a> {
                 wakes: 0,
                 created_at: self.now,
                 updated_at: self.now,
+                audit: Default::default(),
             },
             (None, kind) => {
                 let detail = format!("{kind} from {} for a session that does not exist", env.from);
@@ -1296,6 +1442,8 @@ impl<'a> WakeRun<'a> {
                              (limits.max_tool_calls_per_step); ask again for the rest"
                         )),
                         is_error: true,
+                        input: None,
+                        approval: None,
                     });
                     continue;
                 }
@@ -1497,6 +1645,8 @@ impl<'a> WakeRun<'a> {
             target: None,
             result: None,
             is_error: false,
+            input: None,
+            approval: None,
         };
         let fail = |mut slot: CallSlot, msg: String| {
             slot.result = Some(msg);
@@ -1538,6 +1688,7 @@ impl<'a> WakeRun<'a> {
                     envelope: Envelope {
                         id: child,
                         task: self.env.task,
+                        tenant: self.env.tenant.clone(),
                         session: child_session,
                         from: self.agent.name.to_string(),
                         to: peer.clone(),
@@ -1582,6 +1733,7 @@ impl<'a> WakeRun<'a> {
                     envelope: Envelope {
                         id: child,
                         task: self.env.task,
+                        tenant: self.env.tenant.clone(),
                         session: session.id.clone(),
                         from: "scheduler".into(),
                         to: self.agent.name.clone(),
@@ -1669,6 +1821,7 @@ impl<'a> WakeRun<'a> {
                         envelope: Envelope {
                             id: child,
                             task: self.env.task,
+                            tenant: self.env.tenant.clone(),
                             session: session.id.clone(),
                             from: self.agent.name.to_string(),
                             to: self.agent.name.clone(),
@@ -1758,6 +1911,7 @@ impl<'a> WakeRun<'a> {
                     envelope: Envelope {
                         id: child,
                         task: self.env.task,
+                        tenant: self.env.tenant.clone(),
                         session: rt.session,
                         from: self.agent.name.to_string(),
                         to: rt.agent.clone(),

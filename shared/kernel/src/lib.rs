@@ -38,7 +38,11 @@ pub mod testkit;
 pub use catalog::Catalog;
 pub use ids::{EnvelopeId, EventId, TaskId};
 pub use schedules::{Schedule, ScheduleError, ScheduleKind, Schedules, When};
-pub use kernel::{Kernel, KernelConfig, Ports, Retry, SubmitError, SweepReport, WakeOutcome};
-pub use model::{
-    AgentDef, AgentName, Envelope, Event, EventKind, Kind, SessionId, Task, TaskStatus,
+pub use kernel::{
+    Kernel, KernelConfig, Ports, Retry, SubmitError, Submission, Submitted, SweepReport, WakeOutcome,
 };
+pub use model::{
+    AgentDef, AgentName, DEFAULT_TENANT, Envelope, Event, EventKind, Kind, SessionId, Task,
+    TaskStatus,
+};
+pub use ports::TaskQuery;

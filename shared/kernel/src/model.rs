@@ -36,6 +36,19 @@ impl AgentName {
         &self.0
     }
 }
+impl schemars::JsonSchema for AgentName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AgentName".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[a-z][a-z0-9_-]{0,63}$",
+            "description": "An agent name: lowercase letters, digits, '-' or '_', starting with a letter."
+        })
+    }
+}
+
 impl TryFrom<String> for AgentName {
     type Error = ModelError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
@@ -60,6 +73,39 @@ impl fmt::Display for AgentName {
 impl fmt::Debug for AgentName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", self.0)
+    }
+}
+
+/// The tenant of everything made without one: the CLI, schedules of a single-tenant
+/// deployment, and records written before tenants existed.
+pub const DEFAULT_TENANT: &str = "default";
+
+pub fn default_tenant() -> String {
+    DEFAULT_TENANT.to_string()
+}
+
+fn is_default_tenant(t: &str) -> bool {
+    t == DEFAULT_TENANT
+}
+
+/// A tenant name: 1-64 lowercase ASCII letters, digits, `-` and `_`, starting with a
+/// letter or digit. It never contains `/`, so `tenant/agent` keys cannot collide with
+/// a bare agent name.
+pub fn valid_tenant(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 64
+        && t.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && t.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Where an agent's long-term memory lives: per tenant, so no tenant reads another's
+/// notes (the default tenant keeps the bare agent name, as before tenants).
+pub fn memory_scope(tenant: &str, agent: &str) -> String {
+    if is_default_tenant(tenant) {
+        agent.to_string()
+    } else {
+        format!("{tenant}/{agent}")
     }
 }
 
@@ -178,6 +224,9 @@ pub struct Envelope {
     /// Unique id, also the queue's deduplication id and the receiver's applied marker.
     pub id: EnvelopeId,
     pub task: TaskId,
+    /// The tenant the task belongs to; a wake checks it against the task's.
+    #[serde(default = "default_tenant", skip_serializing_if = "is_default_tenant")]
+    pub tenant: String,
     /// The receiver's session this envelope applies to (the FIFO message group).
     pub session: SessionId,
     /// An agent name, or `user` / `scheduler` for envelopes from outside.
@@ -231,7 +280,7 @@ impl Envelope {
 }
 
 /// A task's spending limits. Checked before every model call; a breach fails the task.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Budget {
     pub max_llm_calls: u64,
@@ -258,7 +307,7 @@ impl Default for Budget {
 
 /// What a task has consumed so far. Stored as counters that wakes add to, so concurrent
 /// wakes of one task never overwrite each other.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Usage {
     pub wakes: u64,
@@ -301,7 +350,7 @@ impl Usage {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     Queued,
@@ -349,9 +398,12 @@ impl fmt::Display for TaskStatus {
 }
 
 /// What a user sees of a task.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Task {
     pub id: TaskId,
+    /// The tenant that submitted the task; no other tenant can see or touch it.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
     pub status: TaskStatus,
     /// The agent the task was submitted to.
     pub agent: AgentName,
@@ -409,7 +461,7 @@ impl TaskUpdate {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Submitted,
@@ -425,6 +477,13 @@ pub enum EventKind {
     Ignored,
     DeadLettered,
     Cancelled,
+    /// A tool call waits for a person's decision (detail: the approval as JSON).
+    ApprovalRequested,
+    /// A person decided on an approval (detail: the decision as JSON).
+    ApprovalDecided,
+    /// A hash-chained audit record (detail: the record as JSON); not part of the
+    /// timeline people read.
+    Audit,
 }
 
 impl EventKind {
@@ -443,12 +502,15 @@ impl EventKind {
             EventKind::Ignored => "ignored",
             EventKind::DeadLettered => "dead_lettered",
             EventKind::Cancelled => "cancelled",
+            EventKind::ApprovalRequested => "approval_requested",
+            EventKind::ApprovalDecided => "approval_decided",
+            EventKind::Audit => "audit",
         }
     }
 }
 
 /// One entry of a task's append-only timeline.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Event {
     pub id: EventId,
     pub task: TaskId,
@@ -459,6 +521,13 @@ pub struct Event {
     /// The envelope whose wake wrote this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envelope: Option<EnvelopeId>,
+}
+
+impl Event {
+    /// An audit record rather than a timeline entry.
+    pub fn is_audit(&self) -> bool {
+        self.kind == EventKind::Audit
+    }
 }
 
 /// A note an agent keeps across tasks (its long-term memory).
@@ -508,6 +577,19 @@ pub struct CallSlot {
     pub result: Option<String>,
     #[serde(default)]
     pub is_error: bool,
+    /// The arguments of a call waiting for a person's approval, run once approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    /// The approval this call waits for (the id of the decision envelope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+}
+
+/// The end of a session's audit chain: its last record's sequence number and hash.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    pub seq: u64,
+    pub hash: String,
 }
 
 /// One agent's working state for one task.
@@ -531,6 +613,10 @@ pub struct Session {
     pub wakes: u64,
     pub created_at: u64,
     pub updated_at: u64,
+    /// The session's audit chain so far; committed with the session, so the chain
+    /// advances exactly when the session does.
+    #[serde(default)]
+    pub audit: AuditHead,
 }
 
 impl Session {
@@ -670,6 +756,7 @@ mod tests {
     #[test]
     fn first_final_status_wins() {
         let mut t = Task {
+            tenant: "default".into(),
             id: TaskId::new(1),
             status: TaskStatus::Running,
             agent: AgentName::new("a").unwrap(),

@@ -53,24 +53,58 @@ pub struct Commit {
     pub task_update: TaskUpdate,
     pub events: Vec<Event>,
     pub memory: Vec<MemoryNote>,
+    /// Where `memory` is kept: [`crate::model::memory_scope`] of the task's tenant and
+    /// the agent.
+    pub memory_scope: String,
 }
 
 /// Session state, applied markers and agent memory.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// Reads the session, the applied marker of `envelope`, the task and the agent's
-    /// memory (at most `memory_limit` newest notes).
+    /// Reads the session, the applied marker of `envelope`, the task and the memory
+    /// kept under `memory_scope` (at most `memory_limit` newest notes).
     async fn load(
         &self,
         key: &SessionKey,
         task: TaskId,
         envelope: EnvelopeId,
+        memory_scope: &str,
         memory_limit: usize,
     ) -> Result<Loaded, PortError>;
 
     /// Writes `commit` atomically. `Err(Conflict)` when the stored session version is
     /// not `expected_version` or the envelope is already applied.
     async fn commit(&self, commit: &Commit) -> Result<(), PortError>;
+}
+
+/// Which tasks [`TaskStore::list_tasks`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskQuery {
+    /// Only this tenant's tasks; `None`: every tenant's (sweeps and recovery).
+    pub tenant: Option<String>,
+    pub status: Option<TaskStatus>,
+    /// Only tasks with a smaller id than this: the cursor of the next page.
+    pub before: Option<TaskId>,
+    pub limit: usize,
+}
+
+impl TaskQuery {
+    /// Every task with `status`, of every tenant.
+    pub fn status(status: TaskStatus) -> Self {
+        Self {
+            tenant: None,
+            status: Some(status),
+            before: None,
+            limit: usize::MAX,
+        }
+    }
+
+    /// Whether `task` is one this query asks for (ignoring `limit`).
+    pub fn matches(&self, task: &Task) -> bool {
+        self.tenant.as_ref().is_none_or(|t| *t == task.tenant)
+            && self.status.is_none_or(|s| s == task.status)
+            && self.before.is_none_or(|b| task.id < b)
+    }
 }
 
 /// Tasks and their timelines, as the API and the CLI see them.
@@ -82,12 +116,17 @@ pub trait TaskStore: Send + Sync {
     async fn get_task(&self, id: TaskId) -> Result<Option<Task>, PortError>;
     /// The timeline, oldest first.
     async fn task_events(&self, id: TaskId) -> Result<Vec<Event>, PortError>;
-    /// Newest first; `status` filters.
-    async fn list_tasks(
+    /// Newest first (by id), filtered by `query`.
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<Task>, PortError>;
+    /// Binds an idempotency key (already scoped by its tenant) to `task` and the
+    /// request's `fingerprint`, unless the key is bound already. Returns the binding
+    /// that holds: `(task, fingerprint)` of the first caller.
+    async fn claim_idempotency_key(
         &self,
-        status: Option<TaskStatus>,
-        limit: usize,
-    ) -> Result<Vec<Task>, PortError>;
+        key: &str,
+        task: TaskId,
+        fingerprint: &str,
+    ) -> Result<(TaskId, String), PortError>;
     /// Applies an update and appends events outside a wake (cancel, dead letters).
     async fn update_task(
         &self,
@@ -158,6 +197,9 @@ pub struct Received {
 /// An entry of an agent's dead-letter queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
+    /// Stable while the entry is parked (the SQS message id on AWS); names it to
+    /// [`Inbox::redrive`].
+    pub id: String,
     pub body: String,
     pub reason: String,
     pub at: u64,
@@ -189,6 +231,12 @@ pub trait Inbox: Send + Sync {
     async fn release(&self, agent: &str, receipt: &str, delay_ms: u64) -> Result<(), PortError>;
     /// Dead-letter entries, oldest first.
     async fn dead_letters(&self, agent: &str, limit: usize) -> Result<Vec<DeadLetter>, PortError>;
+    /// Moves the dead letters named by `ids` (all of the agent's when `None`) back onto
+    /// its queue as new messages (receive count 0, same body and group), and returns
+    /// how many moved. Unknown ids are skipped. A message is on the queue before it
+    /// leaves the dead-letter queue, so a crash in between can deliver it twice, never
+    /// lose it; the kernel's applied markers absorb the second delivery.
+    async fn redrive(&self, agent: &str, ids: Option<&[String]>) -> Result<usize, PortError>;
     /// Messages waiting or in flight (approximate on AWS).
     async fn depth(&self, agent: &str) -> Result<u64, PortError>;
 }

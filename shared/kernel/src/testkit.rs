@@ -9,11 +9,11 @@ pub mod conformance;
 use crate::ids::{EnvelopeId, TaskId};
 use crate::llm::{LlmError, Model, ModelRequest, ModelResponse};
 use crate::model::{
-    Envelope, Event, MemoryNote, OutboxItem, Session, SessionKey, Task, TaskStatus, TaskUpdate,
+    Envelope, Event, MemoryNote, OutboxItem, Session, SessionKey, Task, TaskUpdate,
 };
 use crate::ports::{
     BlobStore, Clock, Commit, DeadLetter, Inbox, Loaded, Mailbox, PortError, Received, Scheduler,
-    SessionStore, TaskStore,
+    SessionStore, TaskQuery, TaskStore,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -45,6 +45,7 @@ struct StoreState {
     tasks: BTreeMap<TaskId, Task>,
     events: BTreeMap<TaskId, Vec<Event>>,
     memory: HashMap<String, Vec<MemoryNote>>,
+    idempotency: HashMap<String, (TaskId, String)>,
 }
 
 /// Session and task store in memory.
@@ -65,12 +66,13 @@ impl SessionStore for MemStore {
         key: &SessionKey,
         task: TaskId,
         envelope: EnvelopeId,
+        memory_scope: &str,
         memory_limit: usize,
     ) -> Result<Loaded, PortError> {
         let s = self.state.lock().unwrap();
         let memory = s
             .memory
-            .get(key.agent.as_str())
+            .get(memory_scope)
             .cloned()
             .unwrap_or_default();
         let skip = memory.len().saturating_sub(memory_limit);
@@ -121,7 +123,7 @@ impl SessionStore for MemStore {
             }
         }
         s.memory
-            .entry(c.key.agent.to_string())
+            .entry(c.memory_scope.clone())
             .or_default()
             .extend(c.memory.iter().cloned());
         self.commits.fetch_add(1, Ordering::SeqCst);
@@ -155,11 +157,7 @@ impl TaskStore for MemStore {
         v.sort_by_key(|e| (e.at, e.id));
         Ok(v)
     }
-    async fn list_tasks(
-        &self,
-        status: Option<TaskStatus>,
-        limit: usize,
-    ) -> Result<Vec<Task>, PortError> {
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<Task>, PortError> {
         Ok(self
             .state
             .lock()
@@ -167,10 +165,22 @@ impl TaskStore for MemStore {
             .tasks
             .values()
             .rev()
-            .filter(|t| status.is_none_or(|s| t.status == s))
-            .take(limit)
+            .filter(|t| query.matches(t))
+            .take(query.limit)
             .cloned()
             .collect())
+    }
+    async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        task: TaskId,
+        fingerprint: &str,
+    ) -> Result<(TaskId, String), PortError> {
+        let mut s = self.state.lock().unwrap();
+        Ok(s.idempotency
+            .entry(key.to_string())
+            .or_insert_with(|| (task, fingerprint.to_string()))
+            .clone())
     }
     async fn update_task(
         &self,
@@ -200,7 +210,13 @@ struct Queue {
     /// (seq, message) waiting or in flight.
     messages: VecDeque<QMsg>,
     dedup: HashSet<String>,
-    dead: Vec<DeadLetter>,
+    /// Parked entries with the FIFO group a redrive puts them back in.
+    dead: Vec<(DeadLetter, String)>,
+}
+
+/// The FIFO group of a parked body: its envelope's session, else its own group.
+fn dead_group(body: &str, id: &str) -> String {
+    Envelope::parse(body).map_or_else(|_| id.to_string(), |e| e.session.to_string())
 }
 
 #[derive(Debug, Clone)]
@@ -278,18 +294,23 @@ impl Mailbox for MemQueues {
 
     async fn dead_letter(&self, agent: &str, body: &str, reason: &str) -> Result<(), PortError> {
         let now = self.clock.now_ms();
+        let id = ulid::Ulid::new().to_string();
         self.queues
             .lock()
             .unwrap()
             .entry(agent.to_string())
             .or_default()
             .dead
-            .push(DeadLetter {
-                body: body.to_string(),
-                reason: reason.to_string(),
-                at: now,
-                receive_count: 0,
-            });
+            .push((
+                DeadLetter {
+                    id: id.clone(),
+                    body: body.to_string(),
+                    reason: reason.to_string(),
+                    at: now,
+                    receive_count: 0,
+                },
+                dead_group(body, &id),
+            ));
         Ok(())
     }
 }
@@ -346,15 +367,19 @@ impl Inbox for MemQueues {
         for id in redrive {
             if let Some(pos) = q.messages.iter().position(|m| m.id == id) {
                 let m = q.messages.remove(pos).unwrap();
-                q.dead.push(DeadLetter {
-                    body: m.body,
-                    reason: format!(
-                        "received {} times without success (max receives {})",
-                        m.receive_count, self.max_receives
-                    ),
-                    at: now,
-                    receive_count: m.receive_count,
-                });
+                q.dead.push((
+                    DeadLetter {
+                        id: ulid::Ulid::new().to_string(),
+                        body: m.body,
+                        reason: format!(
+                            "received {} times without success (max receives {})",
+                            m.receive_count, self.max_receives
+                        ),
+                        at: now,
+                        receive_count: m.receive_count,
+                    },
+                    m.group,
+                ));
             }
         }
         Ok(out)
@@ -386,8 +411,33 @@ impl Inbox for MemQueues {
         let qs = self.queues.lock().unwrap();
         Ok(qs
             .get(agent)
-            .map(|q| q.dead.iter().take(limit).cloned().collect())
+            .map(|q| q.dead.iter().take(limit).map(|(d, _)| d.clone()).collect())
             .unwrap_or_default())
+    }
+
+    async fn redrive(&self, agent: &str, ids: Option<&[String]>) -> Result<usize, PortError> {
+        let now = self.clock.now_ms();
+        let mut qs = self.queues.lock().unwrap();
+        let Some(q) = qs.get_mut(agent) else {
+            return Ok(0);
+        };
+        let wanted = |d: &DeadLetter| ids.is_none_or(|ids| ids.contains(&d.id));
+        let (moved, kept): (Vec<_>, Vec<_>) = q.dead.drain(..).partition(|(d, _)| wanted(d));
+        q.dead = kept;
+        let n = moved.len();
+        for (d, group) in moved {
+            // A new message: SQS gives it a new id and the dedupe window does not apply.
+            q.messages.push_back(QMsg {
+                id: ulid::Ulid::new().to_string(),
+                group,
+                body: d.body,
+                sent_at: now,
+                receive_count: 0,
+                visible_at: now,
+                receipt: None,
+            });
+        }
+        Ok(n)
     }
 
     async fn depth(&self, agent: &str) -> Result<u64, PortError> {
@@ -425,6 +475,46 @@ impl Scheduler for MemScheduler {
             .unwrap()
             .insert(envelope.id.to_string(), (at_ms, envelope.clone()));
         Ok(())
+    }
+}
+
+/// Schedules in memory, keyed by tenant and id.
+#[derive(Debug, Default)]
+pub struct MemSchedules(Mutex<BTreeMap<(String, String), crate::schedules::Schedule>>);
+
+#[async_trait]
+impl crate::schedules::Schedules for MemSchedules {
+    async fn create(&self, schedule: &crate::schedules::Schedule) -> Result<(), PortError> {
+        let key = (schedule.tenant.clone(), schedule.id.clone());
+        let mut all = self.0.lock().unwrap();
+        if all.contains_key(&key) {
+            return Err(PortError::Rejected(format!(
+                "schedule {} exists already",
+                schedule.id
+            )));
+        }
+        all.insert(key, schedule.clone());
+        Ok(())
+    }
+    async fn list(&self, tenant: &str) -> Result<Vec<crate::schedules::Schedule>, PortError> {
+        let all = self.0.lock().unwrap();
+        Ok(all
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|(_, s)| s.clone())
+            .collect())
+    }
+    async fn get(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<crate::schedules::Schedule>, PortError> {
+        let key = (tenant.to_string(), id.to_string());
+        Ok(self.0.lock().unwrap().get(&key).cloned())
+    }
+    async fn delete(&self, tenant: &str, id: &str) -> Result<bool, PortError> {
+        let key = (tenant.to_string(), id.to_string());
+        Ok(self.0.lock().unwrap().remove(&key).is_some())
     }
 }
 

@@ -160,3 +160,8 @@ async fn schedule_is_idempotent_and_waits_until_due() {
     };
     c::schedule_is_idempotent_and_waits_until_due(&scheduler, &clock, deliver).await;
 }
+
+#[tokio::test]
+async fn idempotency_keys_bind_once() {
+    c::idempotency_keys_bind_once(&MemStore::default()).await;
+}

@@ -626,7 +626,7 @@ async fn solo_memory(sys: &System, task: TaskId) -> Vec<aos_kernel::model::Memor
         session: aos_kernel::kernel::root_session(task),
     };
     sys.store
-        .load(&key, task, aos_kernel::EnvelopeId::new(0), 10)
+        .load(&key, task, aos_kernel::EnvelopeId::new(0), "solo", 10)
         .await
         .unwrap()
         .memory
@@ -727,7 +727,7 @@ async fn resubmitting_a_task_id_is_idempotent_and_recovery_resends_queued_tasks(
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains(&format!("submit again with \"id\": \"{id}\"")),
+            .contains(&format!("task {id} was recorded but could not be started")),
         "{err}"
     );
     assert_eq!(

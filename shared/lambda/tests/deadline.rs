@@ -281,6 +281,7 @@ async fn run_scenario(margin_ms: u64) -> Run {
             let id = EnvelopeId::new(kernel.now_ms());
             queues
                 .send(&[Envelope {
+                    tenant: "default".into(),
                     id,
                     task: t.id,
                     session: root_session(t.id),

@@ -9,8 +9,9 @@ use crate::LocalError;
 use rusqlite::Connection;
 
 /// The layout this build writes. Bump it, and add a step to [`prepare`], when a table
-/// changes shape.
-pub const SCHEMA_VERSION: i64 = 1;
+/// changes shape. A file at an older version gets the whole (idempotent) schema run
+/// again, which is how new tables arrive: 2 added `task_schedules`.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Every statement is idempotent. Values that grow large (session state, blobs) live in
 /// ordinary rowid tables; small keyed rows use `WITHOUT ROWID`, so each write touches
@@ -50,6 +51,14 @@ CREATE TABLE IF NOT EXISTS events (
     at    INTEGER NOT NULL,
     event TEXT NOT NULL,
     PRIMARY KEY (task, id)
+) WITHOUT ROWID;
+
+-- An API client's idempotency key (tenant/key) bound to the task it created and a
+-- fingerprint of the request, so a retry gets the same task and a reuse is refused.
+CREATE TABLE IF NOT EXISTS idempotency (
+    key         TEXT PRIMARY KEY NOT NULL,
+    task        TEXT NOT NULL,
+    fingerprint TEXT NOT NULL
 ) WITHOUT ROWID;
 
 -- seq keeps the order notes were written in; newest notes are read first.
@@ -113,6 +122,19 @@ CREATE TABLE IF NOT EXISTS schedules (
     body  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS schedules_by_time ON schedules (at, id);
+
+-- Task schedules (the Schedules port: cron, rate, one-time) per tenant. body is the
+-- Schedule as JSON; next_at is the firing the runtime owes next, NULL when it never
+-- fires again. A one-time schedule's row goes once it has fired.
+CREATE TABLE IF NOT EXISTS task_schedules (
+    tenant  TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    body    TEXT NOT NULL,
+    next_at INTEGER,
+    PRIMARY KEY (tenant, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS task_schedules_due ON task_schedules (next_at)
+    WHERE next_at IS NOT NULL;
 ";
 
 /// Sets the connection up and brings the file to [`SCHEMA_VERSION`].

@@ -9,9 +9,11 @@
 use crate::schema;
 use aos_kernel::ids::{EnvelopeId, TaskId};
 use aos_kernel::model::{
-    Envelope, Event, MemoryNote, OutboxItem, Session, SessionKey, Task, TaskStatus, TaskUpdate,
+    Envelope, Event, MemoryNote, OutboxItem, Session, SessionKey, Task, TaskUpdate,
 };
+use aos_kernel::model::DEFAULT_TENANT;
 use aos_kernel::ports::{
+    TaskQuery,
     BlobStore, Clock, Commit, DeadLetter, Inbox, Loaded, Mailbox, PortError, Received, Scheduler,
     SessionStore, TaskStore,
 };
@@ -100,7 +102,7 @@ const PRUNE_EVERY: u64 = 256;
 
 /// A failure inside a transaction: SQLite's own, or a port outcome such as a conflict.
 /// Either way the transaction is dropped, which rolls it back.
-enum Fail {
+pub(crate) enum Fail {
     Sql(rusqlite::Error),
     Port(PortError),
 }
@@ -161,7 +163,7 @@ fn encode<T: Serialize>(what: &str, value: &T) -> Result<String, PortError> {
 
 /// SQLite integers are signed; milliseconds and counts beyond `i64::MAX` cannot occur
 /// in practice, so they saturate rather than wrap.
-fn sql_int(v: u64) -> i64 {
+pub(crate) fn sql_int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -169,7 +171,7 @@ fn sql_len(v: usize) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn from_sql(v: i64) -> u64 {
+pub(crate) fn from_sql(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
@@ -239,7 +241,7 @@ impl LocalStore {
         self.inner.config
     }
 
-    fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         self.inner.clock.now_ms()
     }
 
@@ -254,7 +256,10 @@ impl LocalStore {
 
     /// Runs `f` in one write transaction. `BEGIN IMMEDIATE` takes the write lock up
     /// front, so two processes never both read and then fail to upgrade to writing.
-    fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Fail>) -> Result<T, PortError> {
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, Fail>,
+    ) -> Result<T, PortError> {
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -265,7 +270,10 @@ impl LocalStore {
     }
 
     /// Runs `f` in one read transaction, so everything it reads is one snapshot.
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Fail>) -> Result<T, PortError> {
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, Fail>,
+    ) -> Result<T, PortError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(port_error)?;
         let out = f(&tx)?;
@@ -344,6 +352,7 @@ impl LocalStore {
         key: &SessionKey,
         task: TaskId,
         envelope: EnvelopeId,
+        memory_scope: &str,
         memory_limit: usize,
     ) -> Result<Loaded, PortError> {
         let agent = key.agent.as_str();
@@ -367,7 +376,8 @@ impl LocalStore {
                 let mut stmt = tx.prepare_cached(
                     "SELECT note FROM memory WHERE agent = ?1 ORDER BY seq DESC LIMIT ?2",
                 )?;
-                let rows = stmt.query_map(params![agent, sql_len(memory_limit)], |r| r.get(0))?;
+                let rows =
+                    stmt.query_map(params![memory_scope, sql_len(memory_limit)], |r| r.get(0))?;
                 rows.collect::<Result<_, _>>()?
             };
             // Read newest first to apply the limit; the port returns oldest first.
@@ -443,7 +453,7 @@ impl LocalStore {
             insert_events(tx, c.task, &events)?;
             for note in &notes {
                 tx.prepare_cached("INSERT INTO memory (agent, note) VALUES (?1, ?2)")?
-                    .execute([agent, note])?;
+                    .execute([c.memory_scope.as_str(), note])?;
             }
             Ok(())
         })
@@ -484,33 +494,56 @@ impl LocalStore {
         Ok(events)
     }
 
-    fn list_tasks_now(
-        &self,
-        status: Option<TaskStatus>,
-        limit: usize,
-    ) -> Result<Vec<Task>, PortError> {
-        let limit = sql_len(limit);
+    fn list_tasks_now(&self, q: &TaskQuery) -> Result<Vec<Task>, PortError> {
+        // Rows written before tenants existed have none in their JSON: the default.
+        let mut sql = String::from("SELECT task FROM tasks WHERE 1 = 1");
+        let mut args: Vec<String> = Vec::new();
+        if let Some(status) = q.status {
+            // `status = ?` (not `?1 IS NULL OR ...`) keeps the status index usable.
+            args.push(status.as_str().to_string());
+            sql.push_str(&format!(" AND status = ?{}", args.len()));
+        }
+        if let Some(before) = q.before {
+            args.push(before.to_string());
+            sql.push_str(&format!(" AND id < ?{}", args.len()));
+        }
+        if let Some(tenant) = &q.tenant {
+            args.push(tenant.clone());
+            sql.push_str(&format!(
+                " AND COALESCE(json_extract(task, '$.tenant'), '{DEFAULT_TENANT}') = ?{}",
+                args.len()
+            ));
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", sql_len(q.limit)));
         let texts: Vec<String> = self.read(|tx| {
-            // Two statements rather than `?1 IS NULL OR status = ?1`, which would keep
-            // SQLite from using the status index.
-            let texts = match status {
-                Some(status) => {
-                    let mut stmt = tx.prepare_cached(
-                        "SELECT task FROM tasks WHERE status = ?1 ORDER BY id DESC LIMIT ?2",
-                    )?;
-                    let rows = stmt.query_map(params![status.as_str(), limit], |r| r.get(0))?;
-                    rows.collect::<Result<_, _>>()?
-                }
-                None => {
-                    let mut stmt =
-                        tx.prepare_cached("SELECT task FROM tasks ORDER BY id DESC LIMIT ?1")?;
-                    let rows = stmt.query_map([limit], |r| r.get(0))?;
-                    rows.collect::<Result<_, _>>()?
-                }
-            };
-            Ok(texts)
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })?;
         texts.iter().map(|t| decode("task", t)).collect()
+    }
+
+    fn claim_idempotency_key_now(
+        &self,
+        key: &str,
+        task: TaskId,
+        fingerprint: &str,
+    ) -> Result<(TaskId, String), PortError> {
+        let task = task.to_string();
+        let (bound, first): (String, String) = self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO idempotency (key, task, fingerprint) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO NOTHING",
+            )?
+            .execute([key, &task, fingerprint])?;
+            Ok(tx
+                .prepare_cached("SELECT task, fingerprint FROM idempotency WHERE key = ?1")?
+                .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))?)
+        })?;
+        let bound = bound
+            .parse()
+            .map_err(|_| PortError::Corrupt(format!("idempotency key {key:?}: bad task id")))?;
+        Ok((bound, first))
     }
 
     fn update_task_now(
@@ -698,7 +731,7 @@ impl LocalStore {
     fn dead_letters_now(&self, agent: &str, limit: usize) -> Result<Vec<DeadLetter>, PortError> {
         self.read(|tx| {
             let mut stmt = tx.prepare_cached(
-                "SELECT body, reason, at, receive_count FROM dead_letters
+                "SELECT body, reason, at, receive_count, seq FROM dead_letters
                  WHERE agent = ?1 ORDER BY seq LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![agent, sql_len(limit)], |r| {
@@ -707,9 +740,43 @@ impl LocalStore {
                     reason: r.get(1)?,
                     at: from_sql(r.get(2)?),
                     receive_count: count_from_sql(r.get(3)?),
+                    id: r.get::<_, i64>(4)?.to_string(),
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Moves dead letters back onto the queue in one transaction, so a crash moves
+    /// all of them or none. They bypass deduplication (a redriven envelope keeps its
+    /// id) and go back into their envelope's session group.
+    fn redrive_now(&self, agent: &str, ids: Option<&[String]>) -> Result<usize, PortError> {
+        let now = sql_int(self.now());
+        self.write(|tx| {
+            let parked: Vec<(i64, String)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT seq, body FROM dead_letters WHERE agent = ?1 ORDER BY seq",
+                )?;
+                let rows = stmt.query_map([agent], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut moved = 0;
+            for (seq, body) in parked {
+                if ids.is_some_and(|ids| !ids.iter().any(|i| *i == seq.to_string())) {
+                    continue;
+                }
+                let grp = Envelope::parse(&body)
+                    .map_or_else(|_| format!("dead-letter-{seq}"), |e| e.session.to_string());
+                tx.prepare_cached(
+                    "INSERT INTO messages (agent, id, grp, body, sent_at, receive_count, visible_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5)",
+                )?
+                .execute(params![agent, ulid::Ulid::new().to_string(), grp, body, now])?;
+                tx.prepare_cached("DELETE FROM dead_letters WHERE seq = ?1")?
+                    .execute([seq])?;
+                moved += 1;
+            }
+            Ok(moved)
         })
     }
 
@@ -883,9 +950,10 @@ impl SessionStore for LocalStore {
         key: &SessionKey,
         task: TaskId,
         envelope: EnvelopeId,
+        memory_scope: &str,
         memory_limit: usize,
     ) -> Result<Loaded, PortError> {
-        self.load_now(key, task, envelope, memory_limit)
+        self.load_now(key, task, envelope, memory_scope, memory_limit)
     }
 
     async fn commit(&self, commit: &Commit) -> Result<(), PortError> {
@@ -908,12 +976,17 @@ impl TaskStore for LocalStore {
         self.task_events_now(id)
     }
 
-    async fn list_tasks(
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<Task>, PortError> {
+        self.list_tasks_now(query)
+    }
+
+    async fn claim_idempotency_key(
         &self,
-        status: Option<TaskStatus>,
-        limit: usize,
-    ) -> Result<Vec<Task>, PortError> {
-        self.list_tasks_now(status, limit)
+        key: &str,
+        task: TaskId,
+        fingerprint: &str,
+    ) -> Result<(TaskId, String), PortError> {
+        self.claim_idempotency_key_now(key, task, fingerprint)
     }
 
     async fn update_task(
@@ -962,6 +1035,10 @@ impl Inbox for LocalStore {
 
     async fn dead_letters(&self, agent: &str, limit: usize) -> Result<Vec<DeadLetter>, PortError> {
         self.dead_letters_now(agent, limit)
+    }
+
+    async fn redrive(&self, agent: &str, ids: Option<&[String]>) -> Result<usize, PortError> {
+        self.redrive_now(agent, ids)
     }
 
     async fn depth(&self, agent: &str) -> Result<u64, PortError> {

@@ -41,6 +41,7 @@ fn open(dir: &Path, clock: &Arc<ManualClock>) -> LocalStore {
 
 fn envelope(to: &str, session: &str, body: &str) -> Envelope {
     Envelope {
+        tenant: "default".into(),
         id: EnvelopeId::new(START),
         task: TaskId::new(START),
         session: SessionId::new(session).unwrap(),
@@ -61,6 +62,7 @@ fn envelope(to: &str, session: &str, body: &str) -> Envelope {
 fn task(agent: &str) -> Task {
     let id = TaskId::new(START);
     Task {
+        tenant: "default".into(),
         id,
         status: TaskStatus::Queued,
         agent: AgentName::new(agent).unwrap(),
@@ -592,4 +594,10 @@ async fn wake_throughput() {
     {
         println!("  {name}: {:?}", d / wakes.max(1));
     }
+}
+
+#[tokio::test]
+async fn idempotency_keys_bind_once() {
+    let (_dir, _clock, s) = store();
+    c::idempotency_keys_bind_once(&s).await;
 }

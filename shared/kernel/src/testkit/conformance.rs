@@ -20,6 +20,7 @@ use crate::model::{
 };
 use crate::ports::Clock;
 use crate::ports::{
+    TaskQuery,
     BlobStore, Commit, Inbox, Mailbox, PortError, Received, Scheduler, SessionStore, TaskStore,
 };
 use crate::testkit::ManualClock;
@@ -98,6 +99,7 @@ fn key(agent: &AgentName, session: &SessionId) -> SessionKey {
 fn task(id: TaskId, agent: &AgentName, status: TaskStatus) -> Task {
     Task {
         id,
+        tenant: crate::model::DEFAULT_TENANT.into(),
         status,
         agent: agent.clone(),
         input: "what is the weather".into(),
@@ -146,6 +148,7 @@ fn session(key: &SessionKey, task: TaskId, version: u64, said: &str) -> Session 
         wakes: version,
         created_at: 1_000,
         updated_at: 1_000 + version,
+        audit: Default::default(),
     }
 }
 
@@ -167,11 +170,13 @@ fn commit(
         task_update: TaskUpdate::default(),
         events: Vec::new(),
         memory: Vec::new(),
+        memory_scope: key.agent.to_string(),
     }
 }
 
 fn envelope(to: &AgentName, session: &SessionId, task: TaskId, body: &str) -> Envelope {
     Envelope {
+        tenant: "default".into(),
         id: EnvelopeId(Ulid::new()),
         task,
         session: session.clone(),
@@ -239,7 +244,7 @@ pub async fn commit_then_load_round_trips(sessions: &dyn SessionStore, tasks: &d
     create(tasks, &t).await;
     let e = EnvelopeId::new(1_700_000_000_001);
 
-    let before = ok(sessions.load(&k, t.id, e, 10).await, "load before commit");
+    let before = ok(sessions.load(&k, t.id, e, k.agent.as_str(), 10).await, "load before commit");
     assert_eq!(
         before.session, None,
         "a session that was never committed loads as None"
@@ -285,7 +290,7 @@ pub async fn commit_then_load_round_trips(sessions: &dyn SessionStore, tasks: &d
 
     let other = EnvelopeId::new(1_700_000_000_003);
     let after = ok(
-        sessions.load(&k, t.id, other, 10).await,
+        sessions.load(&k, t.id, other, k.agent.as_str(), 10).await,
         "load after commit",
     );
     assert_eq!(
@@ -311,7 +316,7 @@ pub async fn commit_then_load_round_trips(sessions: &dyn SessionStore, tasks: &d
     assert_eq!(after.memory, vec![note(1)], "commit appends memory notes");
 
     let replay = ok(
-        sessions.load(&k, t.id, e, 10).await,
+        sessions.load(&k, t.id, e, k.agent.as_str(), 10).await,
         "load of the applied envelope",
     );
     assert_eq!(
@@ -322,7 +327,7 @@ pub async fn commit_then_load_round_trips(sessions: &dyn SessionStore, tasks: &d
 
     let elsewhere = key(&a, &session_id("other"));
     let empty = ok(
-        sessions.load(&elsewhere, t.id, e, 10).await,
+        sessions.load(&elsewhere, t.id, e, elsewhere.agent.as_str(), 10).await,
         "load of another session",
     );
     assert_eq!(
@@ -392,7 +397,7 @@ pub async fn stale_version_conflicts_and_writes_nothing(
     );
 
     let seen = ok(
-        sessions.load(&k, t.id, e2, 10).await,
+        sessions.load(&k, t.id, e2, k.agent.as_str(), 10).await,
         "load after conflicts",
     );
     assert_eq!(
@@ -430,7 +435,7 @@ pub async fn stale_version_conflicts_and_writes_nothing(
         sessions.commit(&winner).await,
         "commit with the current version",
     );
-    let seen = ok(sessions.load(&k, t.id, e2, 10).await, "load after retry");
+    let seen = ok(sessions.load(&k, t.id, e2, k.agent.as_str(), 10).await, "load after retry");
     assert_eq!(
         seen.session.map(|s| s.version),
         Some(2),
@@ -447,7 +452,7 @@ pub async fn stale_version_conflicts_and_writes_nothing(
         "a commit without a session is not conditioned on the version",
     );
     let seen = ok(
-        sessions.load(&k, t.id, e3, 10).await,
+        sessions.load(&k, t.id, e3, k.agent.as_str(), 10).await,
         "load after sessionless commit",
     );
     assert_eq!(
@@ -509,7 +514,7 @@ pub async fn applied_envelope_conflicts_and_keeps_its_outbox(
     );
 
     let seen = ok(
-        sessions.load(&k, t.id, e, 10).await,
+        sessions.load(&k, t.id, e, k.agent.as_str(), 10).await,
         "load of the applied envelope",
     );
     assert_eq!(
@@ -707,24 +712,43 @@ pub async fn memory_loads_newest_notes_oldest_first(sessions: &dyn SessionStore)
     ok(sessions.commit(&c2).await, "commit 2");
 
     let probe = EnvelopeId::new(3);
-    let three = ok(sessions.load(&k, t, probe, 3).await, "load").memory;
+    let three = ok(sessions.load(&k, t, probe, k.agent.as_str(), 3).await, "load").memory;
     assert_eq!(
         three,
         vec![note(3), note(4), note(5)],
         "memory_limit keeps the newest notes, returned oldest first"
     );
-    let all = ok(sessions.load(&k, t, probe, 100).await, "load").memory;
+    let all = ok(sessions.load(&k, t, probe, k.agent.as_str(), 100).await, "load").memory;
     assert_eq!(
         all,
         (1..=5).map(note).collect::<Vec<_>>(),
         "all notes, in order"
     );
-    let none = ok(sessions.load(&k, t, probe, 0).await, "load").memory;
+    let none = ok(sessions.load(&k, t, probe, k.agent.as_str(), 0).await, "load").memory;
     assert!(none.is_empty(), "memory_limit 0 loads no notes");
 
     let stranger = key(&agent("stranger"), &k.session);
-    let theirs = ok(sessions.load(&stranger, t, probe, 10).await, "load").memory;
+    let theirs = ok(
+        sessions
+            .load(&stranger, t, probe, stranger.agent.as_str(), 10)
+            .await,
+        "load",
+    )
+    .memory;
     assert!(theirs.is_empty(), "memory belongs to one agent");
+    let tenant = crate::model::memory_scope("acme", k.agent.as_str());
+    let acme = ok(sessions.load(&k, t, probe, &tenant, 10).await, "load").memory;
+    assert!(acme.is_empty(), "memory belongs to one tenant");
+    let c3 = Commit {
+        memory: vec![note(6)],
+        memory_scope: tenant.clone(),
+        ..commit(&k, t, EnvelopeId::new(4), 0, None)
+    };
+    ok(sessions.commit(&c3).await, "commit 3");
+    let acme = ok(sessions.load(&k, t, probe, &tenant, 10).await, "load").memory;
+    assert_eq!(acme, vec![note(6)], "a tenant reads its own notes only");
+    let default = ok(sessions.load(&k, t, probe, k.agent.as_str(), 100).await, "load").memory;
+    assert_eq!(default.len(), 5, "another tenant's note stays out of this one's memory");
 }
 
 /// Creating a task twice keeps the first and reports the second as a re-submit.
@@ -770,6 +794,15 @@ pub async fn create_task_is_idempotent(tasks: &dyn TaskStore) {
     );
 }
 
+fn query(status: Option<TaskStatus>, limit: usize) -> TaskQuery {
+    TaskQuery {
+        tenant: None,
+        status,
+        before: None,
+        limit,
+    }
+}
+
 /// `list_tasks` returns newest first (by task id), honours the limit and filters by
 /// the task's current status. Needs a store with no tasks newer than its own.
 pub async fn list_tasks_filters_and_orders_newest_first(tasks: &dyn TaskStore) {
@@ -785,18 +818,18 @@ pub async fn list_tasks_filters_and_orders_newest_first(tasks: &dyn TaskStore) {
     let ids = |v: Vec<Task>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
 
     assert_eq!(
-        ids(ok(tasks.list_tasks(None, 3).await, "list_tasks")),
+        ids(ok(tasks.list_tasks(&query(None, 3)).await, "list_tasks")),
         vec![t3.id, t2.id, t1.id],
         "list_tasks returns newest first"
     );
     assert_eq!(
-        ids(ok(tasks.list_tasks(None, 2).await, "list_tasks")),
+        ids(ok(tasks.list_tasks(&query(None, 2)).await, "list_tasks")),
         vec![t3.id, t2.id],
         "list_tasks honours the limit"
     );
     assert_eq!(
         ids(ok(
-            tasks.list_tasks(Some(TaskStatus::Queued), 2).await,
+            tasks.list_tasks(&query(Some(TaskStatus::Queued), 2)).await,
             "list_tasks"
         )),
         vec![t3.id, t1.id],
@@ -810,7 +843,7 @@ pub async fn list_tasks_filters_and_orders_newest_first(tasks: &dyn TaskStore) {
     ok(tasks.update_task(t1.id, &run, &[]).await, "update_task");
     assert_eq!(
         ids(ok(
-            tasks.list_tasks(Some(TaskStatus::Running), 2).await,
+            tasks.list_tasks(&query(Some(TaskStatus::Running), 2)).await,
             "list_tasks"
         )),
         vec![t2.id, t1.id],
@@ -818,11 +851,70 @@ pub async fn list_tasks_filters_and_orders_newest_first(tasks: &dyn TaskStore) {
     );
     assert_eq!(
         ids(ok(
-            tasks.list_tasks(Some(TaskStatus::Queued), 1).await,
+            tasks.list_tasks(&query(Some(TaskStatus::Queued), 1)).await,
             "list_tasks"
         )),
         vec![t3.id],
         "a task that changed status leaves its old status"
+    );
+
+    let before = TaskQuery {
+        before: Some(t3.id),
+        ..query(None, 10)
+    };
+    let page = ids(ok(tasks.list_tasks(&before).await, "list_tasks"));
+    assert_eq!(
+        page.get(..2),
+        Some(&[t2.id, t1.id][..]),
+        "`before` pages on from the cursor, newest first"
+    );
+    let acme = Task {
+        tenant: "acme".into(),
+        ..task(TaskId::new(base + 4), &a, TaskStatus::Queued)
+    };
+    create(tasks, &acme).await;
+    let only_acme = TaskQuery {
+        tenant: Some("acme".into()),
+        ..query(None, 10)
+    };
+    assert_eq!(
+        ids(ok(tasks.list_tasks(&only_acme).await, "list_tasks")),
+        vec![acme.id],
+        "the tenant filter shows one tenant's tasks only"
+    );
+    let default_queued = TaskQuery {
+        tenant: Some(crate::model::DEFAULT_TENANT.into()),
+        ..query(Some(TaskStatus::Queued), 10)
+    };
+    assert_eq!(
+        ids(ok(tasks.list_tasks(&default_queued).await, "list_tasks"))
+            .first()
+            .copied(),
+        Some(t3.id),
+        "tenant and status filters combine"
+    );
+}
+
+/// An idempotency key binds once: later claims get the first task and fingerprint.
+pub async fn idempotency_keys_bind_once(tasks: &dyn TaskStore) {
+    let key = format!("acme/{}", TaskId::new(1_700_000_000_000));
+    let first = TaskId::new(1_700_000_000_001);
+    let second = TaskId::new(1_700_000_000_002);
+    assert_eq!(
+        ok(tasks.claim_idempotency_key(&key, first, "fp1").await, "claim"),
+        (first, "fp1".to_string()),
+        "the first claim binds the key"
+    );
+    assert_eq!(
+        ok(tasks.claim_idempotency_key(&key, second, "fp2").await, "claim again"),
+        (first, "fp1".to_string()),
+        "a later claim gets the first binding back"
+    );
+    let other = format!("other/{}", &key["acme/".len()..]);
+    assert_eq!(
+        ok(tasks.claim_idempotency_key(&other, second, "fp2").await, "claim"),
+        (second, "fp2".to_string()),
+        "the same key of another tenant is another key"
     );
 }
 

@@ -313,7 +313,7 @@ async fn sqs(target: &Target, event: SqsEvent, flag: Option<&str>) -> anyhow::Re
             continue;
         };
         let events: Vec<_> = tasks
-            .task_events(id)
+            .timeline(id)
             .await?
             .into_iter()
             .filter(|e| !seen.contains(&e.id))

@@ -80,7 +80,7 @@ pub async fn replay_task(
             original.status
         );
     }
-    let original_events = tasks.task_events(id).await?;
+    let original_events = tasks.timeline(id).await?;
     std::fs::create_dir_all(scratch_dir)?;
     config.db = scratch_dir.join(format!("replay-{id}.db"));
     let _ = std::fs::remove_file(&config.db);
@@ -110,7 +110,7 @@ pub async fn replay_task(
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     running.shutdown(Duration::from_secs(5)).await;
-    let replayed_events = scratch.task_events(id).await?;
+    let replayed_events = scratch.timeline(id).await?;
     let overlay = runtime
         .replay()
         .context("the runtime is not in replay mode")?;

@@ -848,7 +848,7 @@ async fn a_result_over_the_item_limit_is_kept_whole() {
         Some(answer.as_str()),
         "listed whole too"
     );
-    let timeline = aws.store.task_events(task.id).await.unwrap();
+    let timeline = aws.store.timeline(task.id).await.unwrap();
     let kept = timeline
         .iter()
         .find(|e| e.kind == EventKind::Answer)

@@ -7,15 +7,17 @@
 //! derived from the id of the envelope that woke it. A redelivered envelope therefore
 //! finds its applied marker and only re-sends the same outbox, which receivers dedupe.
 
+use crate::approvals::{self, Approval, ApprovalRequest, ApprovalStatus, DecideError, Decision};
+use crate::audit::{self, AuditRecord, AuditReport};
 use crate::catalog::Catalog;
 use crate::ids::{EnvelopeId, TaskId};
 use crate::journal::{self, Journal, ToolRecord};
 use crate::llm::{Content, LlmError, Message, Model, ModelRequest, Role, ToolSpec};
 use crate::llm::{ModelResponse, StopReason};
 use crate::model::{
-    AgentDef, AgentName, Budget, CallSlot, Envelope, Event, EventKind, INLINE_BODY_LIMIT, Kind,
-    DEFAULT_TENANT, MAX_BODY_BYTES, MemoryNote, Origin, memory_scope, valid_tenant, OutboxItem, ReplyTo, Session, SessionId, SessionStatus,
-    Task, TaskStatus, TaskUpdate, Usage,
+    AgentDef, AgentName, Budget, CallSlot, DEFAULT_TENANT, Envelope, Event, EventKind,
+    INLINE_BODY_LIMIT, Kind, MAX_BODY_BYTES, MemoryNote, Origin, OutboxItem, ReplyTo, Session,
+    SessionId, SessionStatus, Task, TaskStatus, TaskUpdate, Usage, memory_scope, valid_tenant,
 };
 use crate::ports::{
     BlobStore, Clock, Commit, Loaded, Mailbox, PortError, Scheduler, SessionStore, TaskQuery,
@@ -330,7 +332,11 @@ impl Kernel {
             .filter(|t| t.tenant == tenant))
     }
 
-    fn check_submission<'c>(&'c self, agent: &str, input: &str) -> Result<&'c AgentDef, SubmitError> {
+    fn check_submission<'c>(
+        &'c self,
+        agent: &str,
+        input: &str,
+    ) -> Result<&'c AgentDef, SubmitError> {
         let Some(def) = self.catalog.get(agent) else {
             return Err(SubmitError::UnknownAgent {
                 name: agent.to_string(),
@@ -955,6 +961,221 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// Every approval of `task` (of `tenant`), oldest first.
+    pub async fn approvals_of(&self, task: &Task) -> Result<Vec<Approval>, PortError> {
+        let events = self.ports.tasks.task_events(task.id).await?;
+        Ok(approvals::from_events(task, &events)
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect())
+    }
+
+    /// The tenant's approvals waiting for a decision, oldest first: those of its
+    /// unfinished tasks (a task with an open approval is waiting or running).
+    pub async fn pending_approvals(
+        &self,
+        tenant: &str,
+        limit: usize,
+    ) -> Result<Vec<Approval>, PortError> {
+        let mut pending = Vec::new();
+        for status in [TaskStatus::Waiting, TaskStatus::Running] {
+            let query = TaskQuery {
+                tenant: Some(tenant.to_string()),
+                status: Some(status),
+                before: None,
+                limit: 1000,
+            };
+            for task in self.ports.tasks.list_tasks(&query).await? {
+                pending.extend(
+                    self.approvals_of(&task)
+                        .await?
+                        .into_iter()
+                        .filter(|a| a.status == ApprovalStatus::Pending),
+                );
+            }
+        }
+        pending.sort_by_key(|a| a.asked_at);
+        pending.truncate(limit);
+        Ok(pending)
+    }
+
+    /// One approval of the tenant's; another tenant's is `None`.
+    pub async fn approval(&self, tenant: &str, id: &str) -> Result<Option<Approval>, PortError> {
+        let Some((task, _)) = approvals::parse_id(id) else {
+            return Ok(None);
+        };
+        let Some(task) = self.task_for(tenant, task).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .approvals_of(&task)
+            .await?
+            .into_iter()
+            .find(|a| a.id == id))
+    }
+
+    /// Approves or denies an approval of the tenant's, and wakes the asking session
+    /// with the decision. Repeating the same decision is harmless (it re-sends the
+    /// same envelope, which the session applies once); the other decision is refused.
+    pub async fn decide(
+        &self,
+        tenant: &str,
+        id: &str,
+        approve: bool,
+        by: &str,
+        note: Option<&str>,
+    ) -> Result<Approval, DecideError> {
+        let not_found = || DecideError::NotFound(id.to_string());
+        let (task_id, envelope_id) = approvals::parse_id(id).ok_or_else(not_found)?;
+        let task = self
+            .task_for(tenant, task_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let events = self.ports.tasks.task_events(task.id).await?;
+        let (request, approval) = approvals::from_events(&task, &events)
+            .into_iter()
+            .find(|(r, _)| r.envelope == envelope_id)
+            .ok_or_else(not_found)?;
+        let wanted = if approve {
+            ApprovalStatus::Approved
+        } else {
+            ApprovalStatus::Denied
+        };
+        match approval.status {
+            ApprovalStatus::Pending => {}
+            ApprovalStatus::Expired => {
+                return Err(DecideError::Expired {
+                    id: id.to_string(),
+                    task_status: task.status.to_string(),
+                });
+            }
+            s if s == wanted => {}
+            s => {
+                return Err(DecideError::AlreadyDecided {
+                    id: id.to_string(),
+                    status: s,
+                    by: approval.decided_by.unwrap_or_default(),
+                });
+            }
+        }
+        let now = self.now_ms();
+        if now > task.deadline_ms() {
+            return Err(DecideError::Expired {
+                id: id.to_string(),
+                task_status: "past its deadline".into(),
+            });
+        }
+        let decision = match approval.status {
+            // A repeat: the recorded decision, sent again.
+            ApprovalStatus::Pending => Decision {
+                approved: approve,
+                by: preview(by, 200),
+                note: note.map(|n| preview(n, DETAIL_CHARS)),
+                at: now,
+            },
+            _ => events
+                .iter()
+                .find(|e| e.id == approvals::decision_event(envelope_id))
+                .and_then(|e| serde_json::from_str(&e.detail).ok())
+                .ok_or_else(not_found)?,
+        };
+        let body = serde_json::to_string(&decision).unwrap_or_default();
+        if approval.status == ApprovalStatus::Pending {
+            let event = Event {
+                id: approvals::decision_event(envelope_id),
+                task: task.id,
+                at: now,
+                agent: "user".into(),
+                kind: EventKind::ApprovalDecided,
+                detail: body.clone(),
+                envelope: Some(envelope_id),
+            };
+            self.ports
+                .tasks
+                .update_task(task.id, &TaskUpdate::default(), &[event])
+                .await?;
+            // Stores keep the first event of an id: read back which decision holds.
+            let stored = self.approval(tenant, id).await?.ok_or_else(not_found)?;
+            if stored.status != wanted {
+                return Err(DecideError::AlreadyDecided {
+                    id: id.to_string(),
+                    status: stored.status,
+                    by: stored.decided_by.unwrap_or_default(),
+                });
+            }
+        }
+        let envelope = Envelope {
+            id: envelope_id,
+            task: task.id,
+            tenant: task.tenant.clone(),
+            session: request.session.clone(),
+            from: "user".into(),
+            to: request.agent.clone(),
+            kind: Kind::Approval,
+            body,
+            body_ref: None,
+            hop: request.hop,
+            trace_id: request.trace_id.clone(),
+            sent_at: now,
+            reply_to: None,
+            in_reply_to: Some(request.call_id.clone()),
+            is_error: false,
+        };
+        self.flush(&[OutboxItem {
+            envelope,
+            deliver_at: None,
+        }])
+        .await
+        .map_err(|r| DecideError::Port(PortError::Unavailable(r.reason)))?;
+        self.approval(tenant, id).await?.ok_or_else(not_found)
+    }
+
+    /// A task's audit records, in chain order per session (sessions by first record).
+    pub async fn audit_log(&self, task: TaskId) -> Result<Vec<AuditRecord>, PortError> {
+        let events = self.ports.tasks.task_events(task).await?;
+        Ok(events
+            .iter()
+            .filter(|e| e.is_audit())
+            .filter_map(|e| serde_json::from_str::<AuditRecord>(&e.detail).ok())
+            .collect())
+    }
+
+    /// Recomputes a task's audit chains against the sessions' stored chain heads.
+    pub async fn verify_audit(&self, task: TaskId) -> Result<AuditReport, PortError> {
+        let events = self.ports.tasks.task_events(task).await?;
+        let mut heads = Vec::new();
+        let mut seen = HashSet::new();
+        for record in events
+            .iter()
+            .filter(|e| e.is_audit())
+            .filter_map(|e| serde_json::from_str::<AuditRecord>(&e.detail).ok())
+        {
+            if !seen.insert((record.agent.clone(), record.session.clone())) {
+                continue;
+            }
+            let (Ok(agent), Ok(session)) = (
+                AgentName::new(record.agent.clone()),
+                SessionId::new(record.session.clone()),
+            ) else {
+                continue;
+            };
+            let key = crate::model::SessionKey { agent, session };
+            let probe = EnvelopeId(task.0);
+            if let Some(s) = self
+                .ports
+                .sessions
+                .load(&key, task, probe, "", 0)
+                .await?
+                .session
+            {
+                heads.push((record.agent, record.session, s.audit));
+            }
+        }
+        Ok(audit::verify(task, &events, &heads))
+    }
+}
+
 /// Why an envelope must not touch what it addresses, if it must not: a session belongs
 /// to one task, and a task to one tenant. An envelope of task A naming task B's session
 /// (a replayed or forged envelope) never reads or writes it.
@@ -1062,6 +1283,14 @@ struct WakeRun<'a> {
     notes: Vec<MemoryNote>,
     /// Whether an earlier attempt may have journaled steps of this wake.
     lookup: bool,
+    /// Audit entries (action, data), chained onto the session's log at commit.
+    audit: Vec<(String, Value)>,
+    /// The session as loaded: what a wake that stops early commits its audit onto.
+    base: Option<Session>,
+    /// The model's words around the tool calls it just made (an approval's reason).
+    why: String,
+    /// The journal key (a hash of the request) of the last model step.
+    step_key: String,
 }
 
 /// Model steps of one attempt: those paid for now (journal key, usage), and every
@@ -1142,7 +1371,15 @@ impl<'a> WakeRun<'a> {
             spend: Spend::default(),
             notes: Vec::new(),
             lookup: true,
+            audit: Vec::new(),
+            base: None,
+            why: String::new(),
+            step_key: String::new(),
         }
+    }
+
+    fn audit(&mut self, action: &str, data: Value) {
+        self.audit.push((action.to_string(), data));
     }
 
     fn is_root(&self) -> bool {
@@ -1163,6 +1400,7 @@ impl<'a> WakeRun<'a> {
     }
 
     fn fail(&mut self, reason: String) {
+        self.audit("stopped", json!({ "reason": reason }));
         self.event(EventKind::Failed, reason.clone());
         self.update.status = Some(TaskStatus::Failed);
         self.update.error = Some(reason);
@@ -1174,10 +1412,32 @@ impl<'a> WakeRun<'a> {
         id
     }
 
-    fn commit(self, session: Option<Session>) -> Commit {
+    fn commit(mut self, session: Option<Session>) -> Commit {
+        let entries = std::mem::take(&mut self.audit);
+        let session = match session {
+            Some(s) => Some(s),
+            // A wake that decided something without changing the session (a stop)
+            // still chains its audit onto the session's log.
+            None if !entries.is_empty() => {
+                let base = self.base.take();
+                self.expected_version = base.as_ref().map_or(0, |s| s.version);
+                Some(base.unwrap_or_else(|| self.blank_session()))
+            }
+            None => None,
+        };
         let session = session.map(|mut s| {
             s.version = self.expected_version + 1;
             s.updated_at = self.now;
+            let records = audit::chain(
+                &mut s.audit,
+                self.env.task,
+                self.agent.name.as_str(),
+                s.id.as_str(),
+                self.env.id,
+                self.now,
+                entries,
+            );
+            self.events.extend(records);
             s
         });
         Commit {
@@ -1191,6 +1451,29 @@ impl<'a> WakeRun<'a> {
             events: self.events,
             memory: self.memory,
             memory_scope: memory_scope(&self.env.tenant, self.agent.name.as_str()),
+        }
+    }
+
+    /// A new session for this envelope's receiver.
+    fn blank_session(&self) -> Session {
+        let env = self.env;
+        Session {
+            agent: self.agent.name.clone(),
+            id: env.session.clone(),
+            task: env.task,
+            version: 0,
+            status: SessionStatus::Done,
+            origin: Origin {
+                from: env.from.clone(),
+                reply_to: env.reply_to.clone(),
+            },
+            transcript: Vec::new(),
+            open_calls: Vec::new(),
+            deferred: Vec::new(),
+            wakes: 0,
+            created_at: self.now,
+            updated_at: self.now,
+            audit: Default::default(),
         }
     }
 
@@ -1218,6 +1501,17 @@ impl<'a> WakeRun<'a> {
             self.event(EventKind::Ignored, detail);
             return Ok(None);
         }
+        self.base.clone_from(&loaded.session);
+        self.audit(
+            "received",
+            json!({
+                "kind": env.kind,
+                "from": env.from,
+                "hop": env.hop,
+                "in_reply_to": env.in_reply_to,
+                "body_sha256": audit::sha256_hex(env.body.as_bytes()),
+            }),
+        );
         if env.hop > self.task.budget.max_hops {
             let reason = format!(
                 "hop limit reached: this {} from {} to {} is hop {}, over the task's limit of {} \
@@ -1248,26 +1542,13 @@ impl<'a> WakeRun<'a> {
                 s
             }
             (None, Kind::Task | Kind::Message) => Session {
-                agent: self.agent.name.clone(),
-                id: env.session.clone(),
-                task: env.task,
-                version: 0,
                 status: SessionStatus::Active,
-                origin: Origin {
-                    from: env.from.clone(),
-                    reply_to: env.reply_to.clone(),
-                },
-                transcript: Vec::new(),
-                open_calls: Vec::new(),
-                deferred: Vec::new(),
-                wakes: 0,
-                created_at: self.now,
-                updated_at: self.now,
-                audit: Default::default(),
+                ..self.blank_session()
             },
             (None, kind) => {
                 let detail = format!("{kind} from {} for a session that does not exist", env.from);
                 self.event(EventKind::Ignored, detail);
+                self.audit.clear();
                 return Ok(None);
             }
         };
@@ -1308,11 +1589,16 @@ impl<'a> WakeRun<'a> {
                 self.event(EventKind::Ignored, "tool envelope outside its runner");
                 return Ok(None);
             }
-            Kind::Reply | Kind::Wake | Kind::Approval => {
+            Kind::Approval => {
+                if !self.apply_decision(&mut session).await {
+                    self.audit.clear();
+                    return Ok(None);
+                }
+            }
+            Kind::Reply | Kind::Wake => {
                 let call = env.in_reply_to.as_deref().unwrap_or_default();
                 let body = match env.kind {
                     Kind::Wake => format!("Scheduled wake-up: {}", env.body),
-                    Kind::Approval => format!("Decision: {}", env.body),
                     _ => env.body.clone(),
                 };
                 let slot = session
@@ -1330,6 +1616,7 @@ impl<'a> WakeRun<'a> {
                             env.kind, env.from
                         );
                         self.event(EventKind::Ignored, detail);
+                        self.audit.clear();
                         return Ok(None);
                     }
                 }
@@ -1368,6 +1655,99 @@ impl<'a> WakeRun<'a> {
             });
         }
         Ok(Some(session))
+    }
+
+    /// Applies a person's decision to the call waiting for it: approved, the tool runs
+    /// (inline or through the outbox, as any call of it); denied, the model gets an
+    /// error result naming who denied it. False: the envelope answers no open call
+    /// (a repeat, or a forgery) and is ignored.
+    async fn apply_decision(&mut self, session: &mut Session) -> bool {
+        let env = self.env;
+        let call = env.in_reply_to.as_deref().unwrap_or_default();
+        let id = env.id.to_string();
+        let Some(index) = session.open_calls.iter().position(|s| {
+            s.id == call && s.result.is_none() && s.approval.as_deref() == Some(id.as_str())
+        }) else {
+            let detail = format!("approval from {} answers no call waiting for it", env.from);
+            self.event(EventKind::Ignored, detail);
+            return false;
+        };
+        let decision: Decision = match serde_json::from_str(&env.body) {
+            Ok(d) => d,
+            Err(e) => {
+                self.event(
+                    EventKind::Ignored,
+                    format!("approval whose body does not parse: {e}"),
+                );
+                return false;
+            }
+        };
+        let mut slot = session.open_calls[index].clone();
+        slot.approval = None;
+        let input = slot.input.take().unwrap_or(Value::Null);
+        let verdict = if decision.approved {
+            "approved"
+        } else {
+            "denied"
+        };
+        let note = decision
+            .note
+            .as_deref()
+            .map(|n| format!(" ({})", preview(n, 200)))
+            .unwrap_or_default();
+        self.event(
+            EventKind::Woke,
+            format!(
+                "{}({}) {verdict} by {}{note}",
+                slot.name,
+                preview(&input.to_string(), 120),
+                decision.by
+            ),
+        );
+        self.audit(
+            "approval_decided",
+            json!({
+                "approval": approvals::approval_id(env.task, env.id),
+                "tool": slot.name,
+                "call_id": slot.id,
+                "approved": decision.approved,
+                "by": decision.by,
+                "note": decision.note,
+            }),
+        );
+        let slot = if decision.approved {
+            let name = slot.name.clone();
+            let tool = self
+                .agent
+                .tools
+                .contains(&name)
+                .then(|| self.kernel.tools.get(&name))
+                .flatten()
+                .cloned();
+            match tool {
+                Some(tool) => {
+                    slot.target = None;
+                    self.run_granted(&session.id, slot, name, input, tool).await
+                }
+                None => CallSlot {
+                    result: Some(format!("no tool named {name:?} is available to you")),
+                    is_error: true,
+                    ..slot
+                },
+            }
+        } else {
+            CallSlot {
+                result: Some(format!(
+                    "A person ({}) denied this call of {}{note}. It was not run; do not \
+                     ask for it again, and go on without it.",
+                    decision.by, slot.name
+                )),
+                is_error: true,
+                ..slot
+            }
+        };
+        session.open_calls[index] = slot;
+        true
     }
 
     async fn think(&mut self, session: &mut Session) -> Result<(), Retry> {
@@ -1416,6 +1796,29 @@ impl<'a> WakeRun<'a> {
                 detail.push_str(&format!(", {}", crate::model::dollars(u.cost_micros)));
             }
             self.event(EventKind::Model, detail);
+            let request_sha256 = self
+                .step_key
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            self.audit(
+                "model_call",
+                json!({
+                    "model": response.model,
+                    "request_sha256": request_sha256,
+                    "stop": format!("{:?}", response.stop),
+                    "tool_calls": calls.len(),
+                    "usage": {
+                        "input_tokens": u.input_tokens,
+                        "output_tokens": u.output_tokens,
+                        "cache_read_tokens": u.cache_read_tokens,
+                        "cache_write_tokens": u.cache_write_tokens,
+                        "cost_micros": u.cost_micros,
+                    },
+                }),
+            );
+            self.why = response.text();
             if let Some(reason) = self.unusable(&response, calls.len()) {
                 self.fail(reason);
                 session.status = SessionStatus::Done;
@@ -1507,12 +1910,9 @@ impl<'a> WakeRun<'a> {
         let kernel = self.kernel;
         // The offline model is never journaled: with nothing to read either, its
         // step needs no key (hashing the transcript is most of a wake's CPU).
-        let offline = crate::route::provider_of(&request.model) == "offline";
-        let key = if offline && !self.lookup {
-            String::new()
-        } else {
-            journal::step_key(self.env.task, request)
-        };
+        // The key is also the request's hash in the audit log.
+        let key = journal::step_key(self.env.task, request);
+        self.step_key.clone_from(&key);
         self.spend.used.insert(key.clone());
         if self.lookup {
             match kernel.journal.response(&key).await {
@@ -1542,11 +1942,6 @@ impl<'a> WakeRun<'a> {
                 kernel.price(&mut response);
                 // The offline model is deterministic and free: nothing to save.
                 let paid = crate::route::provider_of(&response.model) != "offline";
-                let key = if paid && key.is_empty() {
-                    journal::step_key(self.env.task, request)
-                } else {
-                    key
-                };
                 if paid && let Err(e) = kernel.journal.record_response(&key, &response).await {
                     // Acting on it anyway pays for it once if this attempt commits.
                     tracing::warn!(error = %e, "could not journal a model response");
@@ -1712,6 +2107,16 @@ impl<'a> WakeRun<'a> {
                     EventKind::Delegated,
                     format!("→ {peer}: {}", preview(request, 160)),
                 );
+                self.audit(
+                    "message_sent",
+                    json!({
+                        "to": peer,
+                        "kind": "message",
+                        "envelope": child,
+                        "call_id": slot.id,
+                        "body_sha256": audit::sha256_hex(request.as_bytes()),
+                    }),
+                );
                 slot.target = Some(peer.to_string());
                 slot
             }
@@ -1753,6 +2158,10 @@ impl<'a> WakeRun<'a> {
                     EventKind::Scheduled,
                     format!("wake-up in {secs} s: {}", preview(note, 120)),
                 );
+                self.audit(
+                    "wake_scheduled",
+                    json!({ "envelope": child, "at": at, "call_id": slot.id }),
+                );
                 slot.target = Some(self.agent.name.to_string());
                 slot
             }
@@ -1779,6 +2188,10 @@ impl<'a> WakeRun<'a> {
                     at: self.now,
                     text: note.to_string(),
                 });
+                self.audit(
+                    "memory_written",
+                    json!({ "note_sha256": audit::sha256_hex(note.as_bytes()) }),
+                );
                 slot.result = Some("Noted in long-term memory.".into());
                 slot
             }
@@ -1805,99 +2218,191 @@ impl<'a> WakeRun<'a> {
                         EventKind::ToolCall,
                         format!("{name} refused: not one of this agent's tools"),
                     );
+                    self.audit(
+                        "tool_refused",
+                        json!({ "tool": name, "call_id": slot.id, "arguments": audit_value(&input) }),
+                    );
                     return fail(slot, format!("no tool named {name:?} is available to you"));
                 };
-                let args = preview(&input.to_string(), 120);
-                if !tool.meta().runs_inline() {
-                    // Effects that must not repeat run in a wake of their own.
-                    let child = self.next_child();
-                    let body = serde_json::to_string(&EffectCall {
-                        call_id: id.clone(),
-                        name: name.clone(),
-                        input,
-                    })
-                    .unwrap_or_default();
-                    self.outbox.push(OutboxItem {
-                        envelope: Envelope {
-                            id: child,
-                            task: self.env.task,
-                            tenant: self.env.tenant.clone(),
-                            session: session.id.clone(),
-                            from: self.agent.name.to_string(),
-                            to: self.agent.name.clone(),
-                            kind: Kind::Tool,
-                            body,
-                            body_ref: None,
-                            hop: self.env.hop + 1,
-                            trace_id: self.env.trace_id.clone(),
-                            sent_at: self.now,
-                            reply_to: None,
-                            in_reply_to: Some(id),
-                            is_error: false,
-                        },
-                        deliver_at: None,
-                    });
-                    self.event(
-                        EventKind::ToolCall,
-                        format!("{name}({args}) queued to run at most once"),
-                    );
-                    slot.target = Some(self.agent.name.to_string());
-                    return slot;
+                if tool.meta().requires_approval {
+                    return self.ask_approval(session, slot, name, input);
                 }
-                self.update.usage.tool_calls += 1;
-                let key = journal::tool_key(
-                    self.env.task,
-                    self.agent.name.as_str(),
-                    session.id.as_str(),
-                    &id,
-                    &name,
-                    &input,
-                );
-                let journal = &self.kernel.journal;
-                let meta = tool.meta();
-                // A replay reads even pure tools' records: the recorded run may have
-                // answered live where the replay would compute.
-                let journaled = !meta.deterministic || self.kernel.config.replay;
-                let recorded = match self.lookup && journaled {
-                    true => journal.tool(&key).await,
-                    false => Ok(None),
-                };
-                let record = match recorded {
-                    Ok(Some(r)) => r,
-                    other => {
-                        if let Err(e) = other {
-                            tracing::warn!(error = %e, "journal read failed; running the tool");
-                        }
-                        let ctx = ToolContext {
-                            agent: self.agent.name.clone(),
-                            session: session.id.clone(),
-                            task: self.env.task,
-                            now_ms: self.now,
-                        };
-                        let r = run_tool(tool.as_ref(), &name, input, &ctx).await;
-                        if !meta.deterministic
-                            && let Err(e) = journal.record_tool(&key, &r).await
-                        {
-                            tracing::warn!(error = %e, "could not journal a tool result");
-                        }
-                        r
-                    }
-                };
-                if record.is_error {
-                    self.event(
-                        EventKind::ToolCall,
-                        format!("{name}({args}) failed: {}", record.result),
-                    );
-                    fail(slot, record.result)
-                } else {
-                    self.event(
-                        EventKind::ToolCall,
-                        format!("{name}({args}) → {}", preview(&record.result, 160)),
-                    );
-                    slot.result = Some(record.result);
-                    slot
-                }
+                self.run_granted(&session.id, slot, name, input, tool).await
             }
+        }
+    }
+
+    /// Puts a call of a tool that needs a person's approval on hold: records the
+    /// request and leaves the call open until the decision arrives.
+    fn ask_approval(
+        &mut self,
+        session: &Session,
+        mut slot: CallSlot,
+        name: String,
+        input: Value,
+    ) -> CallSlot {
+        let envelope = self.next_child();
+        let reason = if self.why.trim().is_empty() {
+            format!("agent {} wants to run {name}", self.agent.name)
+        } else {
+            preview(&self.why, DETAIL_CHARS)
+        };
+        let request = ApprovalRequest {
+            envelope,
+            agent: self.agent.name.clone(),
+            session: session.id.clone(),
+            call_id: slot.id.clone(),
+            tool: name.clone(),
+            arguments: input.clone(),
+            reason: reason.clone(),
+            hop: self.env.hop + 1,
+            trace_id: self.env.trace_id.clone(),
+            asked_at: self.now,
+        };
+        self.event(
+            EventKind::ApprovalRequested,
+            serde_json::to_string(&request).unwrap_or_default(),
+        );
+        self.audit(
+            "approval_asked",
+            json!({
+                "approval": approvals::approval_id(self.env.task, envelope),
+                "tool": name,
+                "call_id": slot.id,
+                "arguments": audit_value(&input),
+                "reason": reason,
+            }),
+        );
+        slot.target = Some("approval".into());
+        slot.input = Some(input);
+        slot.approval = Some(envelope.to_string());
+        slot
+    }
+
+    /// Runs an allowed (and, if it needs it, approved) tool call: inline when safe to
+    /// repeat, else through the outbox in a wake of its own, at most once.
+    async fn run_granted(
+        &mut self,
+        session_id: &SessionId,
+        mut slot: CallSlot,
+        name: String,
+        input: Value,
+        tool: Arc<dyn crate::tools::Tool>,
+    ) -> CallSlot {
+        let id = slot.id.clone();
+        let fail = |mut slot: CallSlot, msg: String| {
+            slot.result = Some(msg);
+            slot.is_error = true;
+            slot
+        };
+        let session_id = session_id.clone();
+        let args = preview(&input.to_string(), 120);
+        let mode = if tool.meta().runs_inline() {
+            "inline"
+        } else {
+            "queued"
+        };
+        self.audit(
+            "tool_call",
+            json!({ "tool": name, "call_id": id, "mode": mode, "arguments": audit_value(&input) }),
+        );
+        if !tool.meta().runs_inline() {
+            // Effects that must not repeat run in a wake of their own.
+            let child = self.next_child();
+            let body = serde_json::to_string(&EffectCall {
+                call_id: id.clone(),
+                name: name.clone(),
+                input,
+            })
+            .unwrap_or_default();
+            self.outbox.push(OutboxItem {
+                envelope: Envelope {
+                    id: child,
+                    task: self.env.task,
+                    tenant: self.env.tenant.clone(),
+                    session: session_id.clone(),
+                    from: self.agent.name.to_string(),
+                    to: self.agent.name.clone(),
+                    kind: Kind::Tool,
+                    body,
+                    body_ref: None,
+                    hop: self.env.hop + 1,
+                    trace_id: self.env.trace_id.clone(),
+                    sent_at: self.now,
+                    reply_to: None,
+                    in_reply_to: Some(id),
+                    is_error: false,
+                },
+                deliver_at: None,
+            });
+            self.event(
+                EventKind::ToolCall,
+                format!("{name}({args}) queued to run at most once"),
+            );
+            slot.target = Some(self.agent.name.to_string());
+            return slot;
+        }
+        self.update.usage.tool_calls += 1;
+        let key = journal::tool_key(
+            self.env.task,
+            self.agent.name.as_str(),
+            session_id.as_str(),
+            &id,
+            &name,
+            &input,
+        );
+        let journal = &self.kernel.journal;
+        let meta = tool.meta();
+        // A replay reads even pure tools' records: the recorded run may have
+        // answered live where the replay would compute.
+        let journaled = !meta.deterministic || self.kernel.config.replay;
+        let recorded = match self.lookup && journaled {
+            true => journal.tool(&key).await,
+            false => Ok(None),
+        };
+        let record = match recorded {
+            Ok(Some(r)) => r,
+            other => {
+                if let Err(e) = other {
+                    tracing::warn!(error = %e, "journal read failed; running the tool");
+                }
+                let ctx = ToolContext {
+                    agent: self.agent.name.clone(),
+                    session: session_id.clone(),
+                    task: self.env.task,
+                    now_ms: self.now,
+                };
+                let r = run_tool(tool.as_ref(), &name, input, &ctx).await;
+                if !meta.deterministic
+                    && let Err(e) = journal.record_tool(&key, &r).await
+                {
+                    tracing::warn!(error = %e, "could not journal a tool result");
+                }
+                r
+            }
+        };
+        self.audit(
+            "tool_result",
+            json!({
+                "tool": name,
+                "call_id": id,
+                "is_error": record.is_error,
+                "result_sha256": audit::sha256_hex(record.result.as_bytes()),
+            }),
+        );
+        if record.is_error {
+            self.event(
+                EventKind::ToolCall,
+                format!("{name}({args}) failed: {}", record.result),
+            );
+            fail(slot, record.result)
+        } else {
+            self.event(
+                EventKind::ToolCall,
+                format!("{name}({args}) → {}", preview(&record.result, 160)),
+            );
+            slot.result = Some(record.result);
+            slot
         }
     }
 
@@ -1931,13 +2436,41 @@ impl<'a> WakeRun<'a> {
                     EventKind::Replied,
                     format!("→ {}: {}", rt.agent, preview(&text, 200)),
                 );
+                self.audit(
+                    "message_sent",
+                    json!({
+                        "to": rt.agent,
+                        "kind": "reply",
+                        "envelope": child,
+                        "body_sha256": audit::sha256_hex(text.as_bytes()),
+                    }),
+                );
             }
             None => {
+                self.audit(
+                    "answer",
+                    json!({ "chars": text.chars().count(), "sha256": audit::sha256_hex(text.as_bytes()) }),
+                );
                 self.event(EventKind::Answer, text.clone());
                 self.update.status = Some(TaskStatus::Succeeded);
                 self.update.result = Some(text);
             }
         }
+    }
+}
+
+/// Tool arguments as the audit log keeps them: whole up to 4 KiB, else a preview and
+/// the hash of the whole.
+fn audit_value(v: &Value) -> Value {
+    let text = v.to_string();
+    if text.len() <= 4096 {
+        v.clone()
+    } else {
+        json!({
+            "preview": preview(&text, 1000),
+            "sha256": audit::sha256_hex(text.as_bytes()),
+            "bytes": text.len(),
+        })
     }
 }
 

@@ -14,11 +14,15 @@
 //! - [`kernel`]: the wake cycle itself (dedupe, load, guard, think, commit, flush).
 //! - [`offline`]: a deterministic model that needs no API key.
 //! - [`journal`]: recorded model responses and tool results, so no step is paid twice.
+//! - [`approvals`]: human approval of risky tool calls.
+//! - [`audit`]: the hash-chained audit log and its verification.
 //! - [`route`]: routes to providers, fallback chains and circuit breakers.
 //! - [`prices`]: the editable price table every model call is priced from.
 //! - [`schedules`]: tasks and wake-ups on a timetable (cron, rate, one-time) and their port.
 //! - `testkit` (feature): in-memory ports, a scripted model, the conformance suite.
 
+pub mod approvals;
+pub mod audit;
 pub mod catalog;
 pub mod ids;
 pub mod journal;
@@ -37,12 +41,13 @@ pub mod testkit;
 
 pub use catalog::Catalog;
 pub use ids::{EnvelopeId, EventId, TaskId};
-pub use schedules::{Schedule, ScheduleError, ScheduleKind, Schedules, When};
 pub use kernel::{
-    Kernel, KernelConfig, Ports, Retry, SubmitError, Submission, Submitted, SweepReport, WakeOutcome,
+    Kernel, KernelConfig, Ports, Retry, Submission, SubmitError, Submitted, SweepReport,
+    WakeOutcome,
 };
 pub use model::{
     AgentDef, AgentName, DEFAULT_TENANT, Envelope, Event, EventKind, Kind, SessionId, Task,
     TaskStatus,
 };
 pub use ports::TaskQuery;
+pub use schedules::{Schedule, ScheduleError, ScheduleKind, Schedules, When};

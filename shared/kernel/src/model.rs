@@ -307,7 +307,9 @@ impl Default for Budget {
 
 /// What a task has consumed so far. Stored as counters that wakes add to, so concurrent
 /// wakes of one task never overwrite each other.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(default)]
 pub struct Usage {
     pub wakes: u64,

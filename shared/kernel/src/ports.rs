@@ -114,8 +114,14 @@ pub trait TaskStore: Send + Sync {
     /// this id exists already (an idempotent re-submit).
     async fn create_task(&self, task: &Task, event: &Event) -> Result<bool, PortError>;
     async fn get_task(&self, id: TaskId) -> Result<Option<Task>, PortError>;
-    /// The timeline, oldest first.
+    /// Every stored event of the task, audit records included, oldest first.
     async fn task_events(&self, id: TaskId) -> Result<Vec<Event>, PortError>;
+    /// The timeline people read: [`TaskStore::task_events`] without audit records.
+    async fn timeline(&self, id: TaskId) -> Result<Vec<Event>, PortError> {
+        let mut events = self.task_events(id).await?;
+        events.retain(|e| !e.is_audit());
+        Ok(events)
+    }
     /// Newest first (by id), filtered by `query`.
     async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<Task>, PortError>;
     /// Binds an idempotency key (already scoped by its tenant) to `task` and the

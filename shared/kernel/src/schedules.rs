@@ -119,6 +119,80 @@ pub fn task_input(kind: ScheduleKind, input: &str) -> String {
     }
 }
 
+/// What one firing carries to the scheduler function: the `detail` of the
+/// EventBridge event (on AWS, inside the Scheduler target's `Input`; the shape is
+/// documented in `aos_entrypoints::schedule`). Only `input` is required, so a
+/// schedule written by hand (the template's own) needs no more than
+/// `{"agent": "primary", "input": "..."}`; the rest describes a schedule made
+/// through the [`Schedules`] port, so it can be listed back from the service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledTask {
+    #[serde(default = "default_agent")]
+    pub agent: String,
+    pub input: String,
+    /// The tenant the task runs for; `default` when absent.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    #[serde(default = "default_kind")]
+    pub kind: ScheduleKind,
+    /// The [`Schedule::id`], for schedules made through the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<u64>,
+}
+
+fn default_agent() -> String {
+    "primary".into()
+}
+
+fn default_tenant() -> String {
+    "default".into()
+}
+
+fn default_kind() -> ScheduleKind {
+    ScheduleKind::Task
+}
+
+impl ScheduledTask {
+    /// The payload of every firing of `s`.
+    pub fn of(s: &Schedule) -> Self {
+        Self {
+            agent: s.agent.as_str().to_string(),
+            input: s.input.clone(),
+            tenant: s.tenant.clone(),
+            kind: s.kind,
+            schedule: Some(s.id.clone()),
+            created_by: Some(s.created_by.clone()),
+            created_at: Some(s.created_at),
+        }
+    }
+
+    /// The input of the task a firing submits.
+    pub fn task_input(&self) -> String {
+        task_input(self.kind, &self.input)
+    }
+
+    /// The schedule this payload was made from, given its timetable; `None` when it
+    /// was not made through the port (no schedule id) or names no valid agent.
+    /// `created_at` falls back to `fallback_created_at` (the service's own date).
+    pub fn to_schedule(&self, when: When, fallback_created_at: u64) -> Option<Schedule> {
+        Some(Schedule {
+            id: self.schedule.clone()?,
+            tenant: self.tenant.clone(),
+            agent: AgentName::new(self.agent.clone()).ok()?,
+            kind: self.kind,
+            input: self.input.clone(),
+            when,
+            created_at: self.created_at.unwrap_or(fallback_created_at),
+            created_by: self.created_by.clone().unwrap_or_default(),
+        })
+    }
+}
+
 /// Stored schedules, per tenant. Implementations: `aos_local::LocalStore` (SQLite),
 /// `aos_aws::EventSchedules` (EventBridge Scheduler), `testkit::MemSchedules`.
 #[async_trait]
@@ -955,6 +1029,37 @@ mod tests {
         assert!(e.to_string().contains("at least 1"), "{e}");
         let schema = serde_json::to_value(schemars::schema_for!(Schedule)).unwrap();
         assert_eq!(schema["properties"]["agent"]["type"], "string");
+    }
+
+    #[test]
+    fn a_firing_payload_carries_the_schedule_and_reads_hand_written_ones() {
+        let s = Schedule::new(
+            "acme",
+            AgentName::new("weather").unwrap(),
+            ScheduleKind::Wakeup,
+            "look outside",
+            When::parse("cron(0 7 * * ? *)").unwrap(),
+            "bob",
+            1_700_000_000_000,
+        );
+        let payload = ScheduledTask::of(&s);
+        let json = serde_json::to_string(&payload).unwrap();
+        let back: ScheduledTask = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.task_input(), "Scheduled wake-up: look outside");
+        assert_eq!(back.to_schedule(s.when.clone(), 0), Some(s));
+
+        let by_hand: ScheduledTask = serde_json::from_str(r#"{"input": "briefing"}"#).unwrap();
+        assert_eq!(
+            (
+                by_hand.agent.as_str(),
+                by_hand.tenant.as_str(),
+                by_hand.kind
+            ),
+            ("primary", "default", ScheduleKind::Task)
+        );
+        assert_eq!(by_hand.task_input(), "briefing");
+        assert_eq!(by_hand.to_schedule(When::At(0), 0), None);
+        assert!(serde_json::from_str::<ScheduledTask>(r#"{"input": "x", "extra": 1}"#).is_err());
     }
 
     #[test]

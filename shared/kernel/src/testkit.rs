@@ -70,11 +70,7 @@ impl SessionStore for MemStore {
         memory_limit: usize,
     ) -> Result<Loaded, PortError> {
         let s = self.state.lock().unwrap();
-        let memory = s
-            .memory
-            .get(memory_scope)
-            .cloned()
-            .unwrap_or_default();
+        let memory = s.memory.get(memory_scope).cloned().unwrap_or_default();
         let skip = memory.len().saturating_sub(memory_limit);
         Ok(Loaded {
             session: s.sessions.get(key).cloned(),

@@ -86,7 +86,7 @@ async fn the_sweep_fails_an_overdue_waiting_task_once_with_a_readable_reason() {
         reason.starts_with("timed out: the task was still waiting when its limit of 60 s ran out"),
         "{reason}"
     );
-    let events = sys.store.task_events(task.id).await.unwrap();
+    let events = sys.store.timeline(task.id).await.unwrap();
     let last = events.last().unwrap();
     assert_eq!(last.kind, EventKind::Failed);
     assert_eq!(last.detail, reason);
@@ -95,7 +95,7 @@ async fn the_sweep_fails_an_overdue_waiting_task_once_with_a_readable_reason() {
     let again = sys.kernel.sweep().await.unwrap();
     assert!(again.timed_out.is_empty() && again.resent == 0, "{again:?}");
     assert_eq!(
-        sys.store.task_events(task.id).await.unwrap().len(),
+        sys.store.timeline(task.id).await.unwrap().len(),
         events.len()
     );
 }

@@ -117,7 +117,7 @@ impl System {
     async fn timeline(&self, id: TaskId) -> Vec<(String, EventKind, String)> {
         let mut v: Vec<_> = self
             .store
-            .task_events(id)
+            .timeline(id)
             .await
             .unwrap()
             .into_iter()
@@ -146,7 +146,7 @@ async fn three_agents_fan_out_and_fan_in_to_one_answer() {
     assert_eq!(wakes, 5);
     assert_eq!(task.usage.wakes, 5);
     assert_eq!(task.usage.llm_calls, 6, "primary 2 + each specialist 2");
-    let events = sys.store.task_events(task.id).await.unwrap();
+    let events = sys.store.timeline(task.id).await.unwrap();
     let delegated: Vec<_> = events
         .iter()
         .filter(|e| e.kind == EventKind::Delegated)

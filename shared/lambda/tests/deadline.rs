@@ -192,6 +192,9 @@ impl Inbox for CountingInbox {
     async fn dead_letters(&self, agent: &str, limit: usize) -> Result<Vec<DeadLetter>, PortError> {
         self.inner.dead_letters(agent, limit).await
     }
+    async fn redrive(&self, agent: &str, ids: Option<&[String]>) -> Result<usize, PortError> {
+        self.inner.redrive(agent, ids).await
+    }
     async fn depth(&self, agent: &str) -> Result<u64, PortError> {
         self.inner.depth(agent).await
     }
@@ -479,7 +482,7 @@ async fn slow_wakes_finish_across_invocations_without_loss_or_paying_twice() {
     assert!(first.records.contains(&f2) && first.failed.contains(&f2));
     assert_eq!(first.report.delay_for(&f2), Some(0));
     // FIFO within the group: the follower was applied only after its task's answer.
-    let events = run.store.task_events(t2).await.unwrap();
+    let events = run.store.timeline(t2).await.unwrap();
     let answer = events
         .iter()
         .position(|e| e.kind == EventKind::Answer)

@@ -273,7 +273,7 @@ impl World {
     async fn events_of(&self, task: TaskId) -> Vec<(String, String)> {
         self.sys
             .store
-            .task_events(task)
+            .timeline(task)
             .await
             .unwrap()
             .iter()

@@ -168,7 +168,7 @@ impl<F> Rig<F> {
     async fn tool_calls(&self, id: TaskId) -> Vec<String> {
         self.sys
             .store
-            .task_events(id)
+            .timeline(id)
             .await
             .unwrap()
             .into_iter()

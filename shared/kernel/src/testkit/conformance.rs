@@ -20,8 +20,8 @@ use crate::model::{
 };
 use crate::ports::Clock;
 use crate::ports::{
-    TaskQuery,
-    BlobStore, Commit, Inbox, Mailbox, PortError, Received, Scheduler, SessionStore, TaskStore,
+    BlobStore, Commit, Inbox, Mailbox, PortError, Received, Scheduler, SessionStore, TaskQuery,
+    TaskStore,
 };
 use crate::testkit::ManualClock;
 use async_trait::async_trait;
@@ -67,6 +67,10 @@ impl TestTime for WallTime {
 
 /// Visibility timeout used by the queue checks.
 const VISIBILITY_MS: u64 = 30_000;
+
+// Schedules and dead-letter redrive.
+mod operations;
+pub use operations::*;
 
 // ---------------------------------------------------------------------------------
 // Helpers: small builders so each check reads as the rule it tests.
@@ -244,7 +248,10 @@ pub async fn commit_then_load_round_trips(sessions: &dyn SessionStore, tasks: &d
     create(tasks, &t).await;
     let e = EnvelopeId::new(1_700_000_000_001);
 
-    let before = ok(sessions.load(&k, t.id, e, k.agent.as_str(), 10).await, "load before commit");
+    let before = ok(
+        sessions.load(&k, t.id, e, k.agent.as_str(), 10).await,
+        "load before commit",
+    );
     assert_eq!(
         before.session, None,
         "a session that was never committed loads as None"
@@ -327,7 +334,9 @@ pub async fn commit_then_load_round_trips(sessions: &dyn SessionStore, tasks: &d
 
     let elsewhere = key(&a, &session_id("other"));
     let empty = ok(
-        sessions.load(&elsewhere, t.id, e, elsewhere.agent.as_str(), 10).await,
+        sessions
+            .load(&elsewhere, t.id, e, elsewhere.agent.as_str(), 10)
+            .await,
         "load of another session",
     );
     assert_eq!(
@@ -435,7 +444,10 @@ pub async fn stale_version_conflicts_and_writes_nothing(
         sessions.commit(&winner).await,
         "commit with the current version",
     );
-    let seen = ok(sessions.load(&k, t.id, e2, k.agent.as_str(), 10).await, "load after retry");
+    let seen = ok(
+        sessions.load(&k, t.id, e2, k.agent.as_str(), 10).await,
+        "load after retry",
+    );
     assert_eq!(
         seen.session.map(|s| s.version),
         Some(2),
@@ -712,19 +724,31 @@ pub async fn memory_loads_newest_notes_oldest_first(sessions: &dyn SessionStore)
     ok(sessions.commit(&c2).await, "commit 2");
 
     let probe = EnvelopeId::new(3);
-    let three = ok(sessions.load(&k, t, probe, k.agent.as_str(), 3).await, "load").memory;
+    let three = ok(
+        sessions.load(&k, t, probe, k.agent.as_str(), 3).await,
+        "load",
+    )
+    .memory;
     assert_eq!(
         three,
         vec![note(3), note(4), note(5)],
         "memory_limit keeps the newest notes, returned oldest first"
     );
-    let all = ok(sessions.load(&k, t, probe, k.agent.as_str(), 100).await, "load").memory;
+    let all = ok(
+        sessions.load(&k, t, probe, k.agent.as_str(), 100).await,
+        "load",
+    )
+    .memory;
     assert_eq!(
         all,
         (1..=5).map(note).collect::<Vec<_>>(),
         "all notes, in order"
     );
-    let none = ok(sessions.load(&k, t, probe, k.agent.as_str(), 0).await, "load").memory;
+    let none = ok(
+        sessions.load(&k, t, probe, k.agent.as_str(), 0).await,
+        "load",
+    )
+    .memory;
     assert!(none.is_empty(), "memory_limit 0 loads no notes");
 
     let stranger = key(&agent("stranger"), &k.session);
@@ -747,8 +771,16 @@ pub async fn memory_loads_newest_notes_oldest_first(sessions: &dyn SessionStore)
     ok(sessions.commit(&c3).await, "commit 3");
     let acme = ok(sessions.load(&k, t, probe, &tenant, 10).await, "load").memory;
     assert_eq!(acme, vec![note(6)], "a tenant reads its own notes only");
-    let default = ok(sessions.load(&k, t, probe, k.agent.as_str(), 100).await, "load").memory;
-    assert_eq!(default.len(), 5, "another tenant's note stays out of this one's memory");
+    let default = ok(
+        sessions.load(&k, t, probe, k.agent.as_str(), 100).await,
+        "load",
+    )
+    .memory;
+    assert_eq!(
+        default.len(),
+        5,
+        "another tenant's note stays out of this one's memory"
+    );
 }
 
 /// Creating a task twice keeps the first and reports the second as a re-submit.
@@ -901,18 +933,27 @@ pub async fn idempotency_keys_bind_once(tasks: &dyn TaskStore) {
     let first = TaskId::new(1_700_000_000_001);
     let second = TaskId::new(1_700_000_000_002);
     assert_eq!(
-        ok(tasks.claim_idempotency_key(&key, first, "fp1").await, "claim"),
+        ok(
+            tasks.claim_idempotency_key(&key, first, "fp1").await,
+            "claim"
+        ),
         (first, "fp1".to_string()),
         "the first claim binds the key"
     );
     assert_eq!(
-        ok(tasks.claim_idempotency_key(&key, second, "fp2").await, "claim again"),
+        ok(
+            tasks.claim_idempotency_key(&key, second, "fp2").await,
+            "claim again"
+        ),
         (first, "fp1".to_string()),
         "a later claim gets the first binding back"
     );
     let other = format!("other/{}", &key["acme/".len()..]);
     assert_eq!(
-        ok(tasks.claim_idempotency_key(&other, second, "fp2").await, "claim"),
+        ok(
+            tasks.claim_idempotency_key(&other, second, "fp2").await,
+            "claim"
+        ),
         (second, "fp2".to_string()),
         "the same key of another tenant is another key"
     );

@@ -110,6 +110,9 @@ pub fn chain(
     events
 }
 
+/// How a record that was itself changed is reported.
+const CHANGED: &str = "changed";
+
 /// A record that does not match, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Mismatch {
@@ -165,7 +168,7 @@ pub fn verify(
                 Mismatch {
                     event: e.id,
                     record: "unreadable".into(),
-                    reason: format!("the stored record does not parse: {err}"),
+                    reason: format!("{CHANGED}: the stored record does not parse: {err}"),
                 },
             )),
         }
@@ -178,7 +181,7 @@ pub fn verify(
         for (e, r) in &records {
             let name = format!("{agent}/{session}#{}", r.seq);
             let reason = if r.hash != r.compute_hash() {
-                Some("its hash does not match its contents".to_string())
+                Some(format!("{CHANGED}: its hash does not match its contents"))
             } else if r.task != task || e.task != task {
                 Some(format!("it belongs to task {}, not {task}", r.task))
             } else if r.seq != want_seq {
@@ -227,7 +230,9 @@ pub fn verify(
             ));
         }
     }
-    bad.sort_by_key(|(at, id, _)| (*at, *id));
+    // A record whose own hash fails is the one that was changed; the broken links
+    // and gaps it causes elsewhere come after it.
+    bad.sort_by_key(|(at, id, m)| (!m.reason.starts_with(CHANGED), *at, *id));
     report.first_mismatch = bad.into_iter().next().map(|(_, _, m)| m);
     report
 }

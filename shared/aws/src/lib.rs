@@ -6,6 +6,7 @@
 //! | Mailbox, Inbox | [`SqsQueues`] | SQS FIFO queue + FIFO DLQ per agent |
 //! | BlobStore | [`S3Blobs`] | S3, one bucket |
 //! | Scheduler | [`EventScheduler`] | EventBridge Scheduler one-time schedules |
+//! | Schedules | [`EventSchedules`] | EventBridge Scheduler schedules invoking the scheduler function |
 //!
 //! Endpoints come from the SDK's standard configuration, so `AWS_ENDPOINT_URL` (or
 //! `AWS_ENDPOINT_URL_DYNAMODB`, `_SQS`, `_S3`, `_SCHEDULER`) points everything at an
@@ -18,6 +19,7 @@ mod error;
 mod provision;
 mod s3;
 mod scheduler;
+mod schedules;
 mod sqs;
 
 pub use aws_sdk_dynamodb;
@@ -30,6 +32,7 @@ pub use dynamo::{
 pub use provision::provision;
 pub use s3::S3Blobs;
 pub use scheduler::{EventScheduler, at_expression, parse_at_expression, schedule_name};
+pub use schedules::{EventSchedules, TaskScheduleSettings};
 pub use sqs::{QueueRef, QueueSettings, SQS_MESSAGE_LIMIT, SqsQueues, arn_from_url};
 
 use aos_kernel::ports::Clock;

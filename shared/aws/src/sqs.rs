@@ -544,6 +544,37 @@ impl Mailbox for SqsQueues {
     }
 }
 
+impl SqsQueues {
+    /// Makes received messages visible again at once (best effort: otherwise they
+    /// come back when their visibility timeout ends).
+    async fn show_again(&self, url: &str, receipts: &[String]) {
+        for chunk in receipts.chunks(BATCH) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .visibility_timeout(0)
+                        .build()
+                        .ok()
+                })
+                .collect::<Vec<_>>();
+            if let Err(e) = self
+                .client
+                .change_message_visibility_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
+                tracing::warn!(error = %crate::error::display(&e), "dead letters stay hidden until their visibility timeout");
+            }
+        }
+    }
+}
+
 fn system_attr(m: &aws_sdk_sqs::types::Message, name: MessageSystemAttributeName) -> Option<&str> {
     m.attributes()
         .and_then(|a| a.get(&name))
@@ -722,6 +753,7 @@ impl Inbox for SqsQueues {
                     receipts.push(r.clone());
                 }
                 seen.push(DeadLetter {
+                    id: m.message_id.clone().unwrap_or_default(),
                     body: m.body.clone().unwrap_or_default(),
                     reason,
                     at: at.unwrap_or(0),
@@ -729,33 +761,85 @@ impl Inbox for SqsQueues {
                 });
             }
         }
-        for chunk in receipts.chunks(BATCH) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .filter_map(|(i, r)| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(r)
-                        .visibility_timeout(0)
-                        .build()
-                        .ok()
-                })
-                .collect::<Vec<_>>();
-            if let Err(e) = self
-                .client
-                .change_message_visibility_batch()
-                .queue_url(&dlq_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-            {
-                tracing::warn!(error = %crate::error::display(&e), "dead letters stay hidden until their visibility timeout");
-            }
-        }
+        self.show_again(&dlq_url, &receipts).await;
         seen.sort_by_key(|d| d.at);
         seen.truncate(limit);
         Ok(seen)
+    }
+
+    /// Receives the dead-letter queue, sends each chosen message to the agent's
+    /// queue (its FIFO group kept, deduplicated by the dead letter's message id, so a
+    /// retry after a crash is dropped) and only then deletes it from the dead-letter
+    /// queue. The others are made visible again. SQS's `StartMessageMoveTask` moves
+    /// only whole queues and emulators lack it, hence this by hand.
+    ///
+    /// As with listing, a FIFO group's later messages wait behind its head: a dead
+    /// letter queued behind one that is not chosen is found by a later redrive.
+    async fn redrive(&self, agent: &str, ids: Option<&[String]>) -> Result<usize, PortError> {
+        let queue = self.queue(agent).await?;
+        let dlq_url = self.dlq_url(agent).await?;
+        let waiting = self.count(&dlq_url).await?;
+        let mut seen = 0u64;
+        let mut moved = 0;
+        let mut skipped = Vec::new();
+        let mut empty = 0;
+        let result = async {
+            while seen < waiting && empty < 3 && ids.is_none_or(|ids| moved < ids.len()) {
+                let out = self
+                    .client
+                    .receive_message()
+                    .queue_url(&dlq_url)
+                    .max_number_of_messages(10)
+                    .visibility_timeout(30)
+                    .wait_time_seconds(if empty == 0 { 0 } else { 1 })
+                    .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("SQS ReceiveMessage (redrive)", e))?;
+                let messages = out.messages.unwrap_or_default();
+                if messages.is_empty() {
+                    empty += 1;
+                    continue;
+                }
+                for m in messages {
+                    seen += 1;
+                    let (Some(id), Some(receipt)) = (m.message_id(), m.receipt_handle()) else {
+                        continue;
+                    };
+                    if ids.is_some_and(|ids| !ids.iter().any(|i| i == id)) {
+                        skipped.push(receipt.to_string());
+                        continue;
+                    }
+                    let group =
+                        system_attr(&m, MessageSystemAttributeName::MessageGroupId).unwrap_or(id);
+                    self.client
+                        .send_message()
+                        .queue_url(&queue.url)
+                        .message_body(m.body().unwrap_or_default())
+                        .message_group_id(group)
+                        .message_deduplication_id(format!("redrive-{id}"))
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("SQS SendMessage (redrive)", e))?;
+                    match self
+                        .client
+                        .delete_message()
+                        .queue_url(&dlq_url)
+                        .receipt_handle(receipt)
+                        .send()
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(e) => stale_is_done("SQS DeleteMessage (redrive)", e)?,
+                    }
+                    moved += 1;
+                }
+            }
+            Ok::<_, PortError>(())
+        }
+        .await;
+        self.show_again(&dlq_url, &skipped).await;
+        result.map(|()| moved)
     }
 
     async fn depth(&self, agent: &str) -> Result<u64, PortError> {

@@ -13,25 +13,21 @@
 //!  "detail-type": "Scheduled Task", "detail": {"agent": "primary", "input": "..."}}
 //! ```
 //!
+//! `detail` is a [`ScheduledTask`]. Schedules made through the API
+//! (`aos_aws::EventSchedules`) also say whose they are and what they are, so they can
+//! be listed back: `{"agent": "primary", "input": "...", "tenant": "acme", "kind":
+//! "wakeup", "schedule": "<id>", "created_by": "<subject>", "created_at": <ms>}`. A
+//! `wakeup` submits `Scheduled wake-up: <input>`; `tenant` defaults to `default` and
+//! `kind` to `task`.
+//!
 //! The execution id differs on every attempt, so it names the task only when the
 //! event has no `resources` (an EventBridge rule's event, whose id every retry keeps).
 
-use aos_kernel::{Kernel, SubmitError, Task, TaskId};
+use aos_kernel::schedules::Schedule;
+pub use aos_kernel::schedules::ScheduledTask;
+use aos_kernel::{Kernel, Submission, SubmitError, Task, TaskId};
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-use serde::{Deserialize, Serialize};
-
-/// The `detail` (or Scheduler `Input`) of a scheduled task.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduledTask {
-    #[serde(default = "default_agent")]
-    pub agent: String,
-    pub input: String,
-}
-
-fn default_agent() -> String {
-    "primary".into()
-}
+use serde::Serialize;
 
 /// Submits the task a schedule fired for.
 pub async fn handle_scheduled(
@@ -42,9 +38,63 @@ pub async fn handle_scheduled(
     if id.is_none() {
         tracing::warn!("scheduled event without a time or an id: its retries are new tasks");
     }
-    kernel
-        .submit(&event.detail.agent, &event.detail.input, id)
-        .await
+    let d = &event.detail;
+    submit_as(kernel, &d.tenant, &d.agent, &d.task_input(), id).await
+}
+
+/// Submits the firing of `schedule` at slot `at_ms` (the embedded runtime's firing
+/// loop): the task is named by the schedule id and the slot, so submitting one slot
+/// again (after a crash before the slot was recorded as fired) is the same task.
+pub async fn submit_firing(
+    kernel: &Kernel,
+    schedule: &Schedule,
+    at_ms: u64,
+) -> Result<Task, SubmitError> {
+    let id = task_id_for(at_ms, &schedule.id);
+    submit_as(
+        kernel,
+        &schedule.tenant,
+        schedule.agent.as_str(),
+        &schedule.task_input(),
+        Some(id),
+    )
+    .await
+}
+
+/// The default tenant's firings get the derived id itself. Another tenant's are bound
+/// to it through an idempotency key scoped to that tenant (the kernel makes the ids of
+/// tenants' tasks), which gives a retried firing the same task all the same.
+async fn submit_as(
+    kernel: &Kernel,
+    tenant: &str,
+    agent: &str,
+    input: &str,
+    id: Option<TaskId>,
+) -> Result<Task, SubmitError> {
+    match id {
+        Some(id) if tenant != "default" => {
+            let key = format!("schedule-{id}");
+            kernel
+                .submit_for(Submission {
+                    tenant,
+                    agent,
+                    input,
+                    idempotency_key: Some(&key),
+                })
+                .await
+                .map(|s| s.task)
+        }
+        id if tenant == "default" => kernel.submit(agent, input, id).await,
+        _ => kernel
+            .submit_for(Submission {
+                tenant,
+                agent,
+                input,
+                idempotency_key: None,
+            })
+            .await
+            .map(|s| s.task),
+    }
 }
 
 /// The task id of one firing: the scheduled time and the schedule's ARN (the event's

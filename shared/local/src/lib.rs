@@ -14,8 +14,12 @@
 //!   `Mailbox`, `Inbox`, `BlobStore` and `Scheduler`, plus the runtime's recovery and
 //!   schedule-delivery calls.
 //! - [`schema`]: the tables and indexes, and how a file is brought up to them.
+//! - [`schedules`]: the `Schedules` port on [`LocalStore`], and the due firings the
+//!   runtime submits.
 
+pub mod schedules;
 pub mod schema;
 pub mod store;
 
+pub use schedules::Firing;
 pub use store::{LocalConfig, LocalError, LocalStore};

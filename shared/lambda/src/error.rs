@@ -57,7 +57,10 @@ impl From<SubmitError> for WakeError {
             SubmitError::NotSent { .. } => WakeError::Retryable(e.to_string()),
             SubmitError::UnknownAgent { .. }
             | SubmitError::EmptyInput
-            | SubmitError::TooLarge { .. } => WakeError::Terminal(e.to_string()),
+            | SubmitError::TooLarge { .. }
+            | SubmitError::IdempotencyConflict { .. }
+            | SubmitError::BadIdempotencyKey
+            | SubmitError::InvalidTenant(_) => WakeError::Terminal(e.to_string()),
         }
     }
 }

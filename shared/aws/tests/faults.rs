@@ -124,6 +124,7 @@ fn session_with(task: &Task, agent: &str, id: &SessionId, text: String) -> Sessi
         wakes: 1,
         created_at: at,
         updated_at: at,
+        audit: Default::default(),
     }
 }
 
@@ -145,6 +146,7 @@ fn first_commit(session: &Session, envelope: EnvelopeId, outbox: Vec<OutboxItem>
         },
         events: Vec::new(),
         memory: Vec::new(),
+        memory_scope: session.agent.to_string(),
     }
 }
 
@@ -366,7 +368,7 @@ async fn throttling_and_5xx_are_retried_with_backoff() {
     step(&[Internal, Throttle]);
     let loaded = aws
         .store
-        .load(&session.key(), task.id, incoming.id, 20)
+        .load(&session.key(), task.id, incoming.id, session.agent.as_str(), 20)
         .await
         .expect("a load is retried through 500 and throttling");
     used("load");
@@ -498,9 +500,12 @@ impl SessionStore for OneCommitAtATime {
         key: &SessionKey,
         task: TaskId,
         envelope: EnvelopeId,
+        memory_scope: &str,
         memory_limit: usize,
     ) -> Result<Loaded, PortError> {
-        self.store.load(key, task, envelope, memory_limit).await
+        self.store
+            .load(key, task, envelope, memory_scope, memory_limit)
+            .await
     }
 
     async fn commit(&self, commit: &Commit) -> Result<(), PortError> {
@@ -559,7 +564,7 @@ async fn two_concurrent_wakes_on_one_session_lose_no_update() {
 
     let loaded = aws
         .store
-        .load(&a.key(), task.id, EnvelopeId::new(now()), 20)
+        .load(&a.key(), task.id, EnvelopeId::new(now()), a.to.as_str(), 20)
         .await
         .unwrap();
     let session = loaded.session.expect("the session exists");
@@ -657,7 +662,7 @@ async fn an_item_over_400kb_is_offloaded_to_s3() {
 
     let loaded = aws
         .store
-        .load(&session.key(), task.id, incoming.id, 20)
+        .load(&session.key(), task.id, incoming.id, session.agent.as_str(), 20)
         .await
         .unwrap();
     assert_eq!(
@@ -839,7 +844,10 @@ async fn a_result_over_the_item_limit_is_kept_whole() {
     );
     let listed = aws
         .store
-        .list_tasks(Some(TaskStatus::Succeeded), 10)
+        .list_tasks(&aos_kernel::TaskQuery {
+            limit: 10,
+            ..aos_kernel::TaskQuery::status(TaskStatus::Succeeded)
+        })
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);

@@ -108,6 +108,7 @@ fn session(key: &SessionKey, task: TaskId, version: u64) -> Session {
         wakes: version,
         created_at: START,
         updated_at: START,
+        audit: Default::default(),
     }
 }
 
@@ -296,6 +297,7 @@ async fn everything_survives_closing_and_reopening_the_file() {
         },
         events: Vec::new(),
         memory: Vec::new(),
+        memory_scope: "keeper".into(),
     };
     s.commit(&commit).await.unwrap();
     let waiting = envelope("keeper", "s1", "waiting");
@@ -318,7 +320,7 @@ async fn everything_survives_closing_and_reopening_the_file() {
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal", "the file is in WAL mode");
-    let loaded = s.load(&key, t.id, e.id, 10).await.unwrap();
+    let loaded = s.load(&key, t.id, e.id, key.agent.as_str(), 10).await.unwrap();
     assert_eq!(
         loaded.applied,
         Some(Vec::new()),
@@ -554,7 +556,7 @@ async fn wake_throughput() {
             let e = Envelope::parse(&m.body).unwrap();
             let key = e.key();
             let clock = std::time::Instant::now();
-            let loaded = s.load(&key, t.id, e.id, 20).await.unwrap();
+            let loaded = s.load(&key, t.id, e.id, key.agent.as_str(), 20).await.unwrap();
             spent[1] += clock.elapsed();
             let version = loaded.session.map(|s| s.version).unwrap_or(0);
             let commit = Commit {
@@ -573,6 +575,7 @@ async fn wake_throughput() {
                 },
                 events: vec![event(t.id, START)],
                 memory: Vec::new(),
+                memory_scope: key.agent.to_string(),
             };
             let clock = std::time::Instant::now();
             s.commit(&commit).await.unwrap();

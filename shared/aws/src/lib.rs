@@ -56,6 +56,8 @@ pub struct AwsSettings {
     /// the queues.
     pub scheduler_role_arn: String,
     pub queues: QueueSettings,
+    /// Where task schedules (the `Schedules` port) live and what they invoke.
+    pub task_schedules: TaskScheduleSettings,
 }
 
 impl Default for AwsSettings {
@@ -66,6 +68,7 @@ impl Default for AwsSettings {
             schedule_group: "aos".into(),
             scheduler_role_arn: "arn:aws:iam::123456789012:role/aos-scheduler".into(),
             queues: QueueSettings::default(),
+            task_schedules: TaskScheduleSettings::default(),
         }
     }
 }
@@ -73,7 +76,10 @@ impl Default for AwsSettings {
 impl AwsSettings {
     /// Reads `AOS_TABLE`, `AOS_BUCKET`, `AOS_SCHEDULE_GROUP`,
     /// `AOS_SCHEDULER_ROLE_ARN`, `AOS_QUEUE_PREFIX` and `AOS_QUEUE_URL_<AGENT>`
-    /// (agent upper-cased, `-` as `_`), with defaults for the rest.
+    /// (agent upper-cased, `-` as `_`), and for task schedules
+    /// `AOS_TASK_SCHEDULE_GROUP`, `AOS_SCHEDULER_FUNCTION_ARN`,
+    /// `AOS_TASK_SCHEDULE_ROLE_ARN` and `AOS_SCHEDULE_DLQ_ARN`, with defaults for the
+    /// rest.
     pub fn from_env() -> Self {
         let d = Self::default();
         let var = |k: &str, default: String| std::env::var(k).unwrap_or(default);
@@ -100,6 +106,14 @@ impl AwsSettings {
                 urls,
                 dlq_urls,
                 ..d.queues
+            },
+            task_schedules: TaskScheduleSettings {
+                group: var("AOS_TASK_SCHEDULE_GROUP", d.task_schedules.group),
+                target_arn: var("AOS_SCHEDULER_FUNCTION_ARN", d.task_schedules.target_arn),
+                role_arn: var("AOS_TASK_SCHEDULE_ROLE_ARN", d.task_schedules.role_arn),
+                dead_letter_arn: std::env::var("AOS_SCHEDULE_DLQ_ARN")
+                    .ok()
+                    .filter(|v| !v.is_empty()),
             },
         }
     }
@@ -214,6 +228,8 @@ pub struct AwsBackend {
     pub queues: SqsQueues,
     pub blobs: S3Blobs,
     pub scheduler: EventScheduler,
+    /// Task schedules (cron, rate, one-time) that invoke the scheduler function.
+    pub schedules: EventSchedules,
 }
 
 impl AwsBackend {
@@ -239,6 +255,8 @@ impl AwsBackend {
             settings.scheduler_role_arn.clone(),
             clock.clone(),
         );
+        let schedules =
+            EventSchedules::new(clients.scheduler.clone(), settings.task_schedules.clone());
         Self {
             clients,
             settings,
@@ -246,6 +264,7 @@ impl AwsBackend {
             queues,
             blobs,
             scheduler,
+            schedules,
         }
     }
 

@@ -99,23 +99,29 @@ pub async fn provision(aws: &AwsBackend, agents: &[&str]) -> Result<(), PortErro
     }
 
     // Creating a group that exists would be harmless on AWS (a conflict), but some
-    // emulators replace it and drop its schedules: look first.
-    let group = &aws.settings.schedule_group;
-    match c.scheduler.get_schedule_group().name(group).send().await {
-        Ok(_) => {}
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception()) =>
-        {
-            match c.scheduler.create_schedule_group().name(group).send().await {
-                Ok(_) => {}
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| is_code(s.code(), &["ConflictException"])) => {}
-                Err(e) => return Err(sdk_error("Scheduler CreateScheduleGroup", e)),
+    // emulators replace it and drop its schedules: look first. One group for
+    // wake-ups, one for task schedules.
+    let mut groups = vec![&aws.settings.schedule_group];
+    if aws.settings.task_schedules.group != aws.settings.schedule_group {
+        groups.push(&aws.settings.task_schedules.group);
+    }
+    for group in groups {
+        match c.scheduler.get_schedule_group().name(group).send().await {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                match c.scheduler.create_schedule_group().name(group).send().await {
+                    Ok(_) => {}
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| is_code(s.code(), &["ConflictException"])) => {}
+                    Err(e) => return Err(sdk_error("Scheduler CreateScheduleGroup", e)),
+                }
             }
+            Err(e) => return Err(sdk_error("Scheduler GetScheduleGroup", e)),
         }
-        Err(e) => return Err(sdk_error("Scheduler GetScheduleGroup", e)),
     }
 
     let mut queues = aws.queues.clone();

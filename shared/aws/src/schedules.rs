@@ -35,6 +35,19 @@ pub struct TaskScheduleSettings {
     pub dead_letter_arn: Option<String>,
 }
 
+impl Default for TaskScheduleSettings {
+    /// Names that work against an emulator, which stores schedules and never fires
+    /// them; on AWS the template sets every one.
+    fn default() -> Self {
+        Self {
+            group: "aos-tasks".into(),
+            target_arn: "arn:aws:lambda:us-east-1:123456789012:function:aos-scheduler".into(),
+            role_arn: "arn:aws:iam::123456789012:role/aos-task-schedules".into(),
+            dead_letter_arn: None,
+        }
+    }
+}
+
 /// EventBridge Scheduler takes at most this much target input.
 const INPUT_LIMIT: usize = 8192;
 /// A schedule name is at most this long.

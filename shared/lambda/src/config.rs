@@ -8,6 +8,10 @@
 //! |---|---|---|
 //! | `AOS_AGENT` | the agent whose queue an agent function serves | the binary's agent |
 //! | `AOS_TABLE`, `AOS_BUCKET`, `AOS_QUEUE_PREFIX`, `AOS_QUEUE_URL_<AGENT>`, `AOS_DLQ_URL[_<AGENT>]`, `AOS_SCHEDULE_GROUP`, `AOS_SCHEDULER_ROLE_ARN` | AWS resources ([`AwsSettings::from_env`]) | see there |
+//! | `AOS_SCHEDULER_FUNCTION_ARN` | the scheduler function task schedules invoke; set (api function) to manage schedules | unset: no schedules API |
+//! | `AOS_TASK_SCHEDULE_ROLE_ARN` | the role EventBridge Scheduler assumes to invoke it (required with the above) | none |
+//! | `AOS_TASK_SCHEDULE_GROUP` | the schedule group task schedules live in | `aos-tasks` |
+//! | `AOS_SCHEDULE_DLQ_ARN` | where firings that could not be delivered go | none |
 //! | `AOS_MAX_RECEIVES` | the queue's maxReceiveCount: the last receive dead-letters with a reason | 5 |
 //! | `AOS_DEADLINE_MARGIN_MS` | no record or model step starts this close to the invocation deadline | 10000 |
 //! | `AOS_MODEL` | a route that replaces every agent's own (`provider:model`) | none |
@@ -46,6 +50,9 @@ pub struct Config {
     pub anthropic_base_url: Option<String>,
     /// How tools reach the network.
     pub tools: ToolsConfig,
+    /// Whether task schedules can be managed (`AOS_SCHEDULER_FUNCTION_ARN` is set);
+    /// where they live is `aws.task_schedules`.
+    pub task_schedules: bool,
 }
 
 /// A variable that is wrong, and how.
@@ -118,6 +125,25 @@ impl Config {
                 .map(str::to_string)
                 .collect();
         }
+        let task_schedules = match var("AOS_SCHEDULER_FUNCTION_ARN") {
+            Some(target) => {
+                let Some(role) = var("AOS_TASK_SCHEDULE_ROLE_ARN") else {
+                    return Err(invalid(
+                        "AOS_TASK_SCHEDULE_ROLE_ARN",
+                        "is required with AOS_SCHEDULER_FUNCTION_ARN: the role EventBridge \
+                         Scheduler assumes to invoke the scheduler function",
+                    ));
+                };
+                aws.task_schedules.target_arn = target;
+                aws.task_schedules.role_arn = role;
+                if let Some(group) = var("AOS_TASK_SCHEDULE_GROUP") {
+                    aws.task_schedules.group = group;
+                }
+                aws.task_schedules.dead_letter_arn = var("AOS_SCHEDULE_DLQ_ARN");
+                true
+            }
+            None => false,
+        };
         Ok(Self {
             agent: var("AOS_AGENT"),
             aws,
@@ -130,6 +156,7 @@ impl Config {
             anthropic_key: key_ref(&var, "ANTHROPIC")?,
             anthropic_base_url: var("ANTHROPIC_BASE_URL"),
             tools,
+            task_schedules,
         })
     }
 
@@ -340,6 +367,40 @@ mod tests {
         );
         assert!(e.contains("ANTHROPIC_API_KEY_PARAM"), "{e}");
         assert!(!e.contains("sk-ant"), "{e}");
+    }
+
+    #[test]
+    fn task_schedules_need_the_function_and_the_role() {
+        assert!(!config(&[]).unwrap().task_schedules);
+        let c = config(&[
+            (
+                "AOS_SCHEDULER_FUNCTION_ARN",
+                "arn:aws:lambda:eu-west-1:123456789012:function:s",
+            ),
+            (
+                "AOS_TASK_SCHEDULE_ROLE_ARN",
+                "arn:aws:iam::123456789012:role/r",
+            ),
+            ("AOS_TASK_SCHEDULE_GROUP", "tasks"),
+            ("AOS_SCHEDULE_DLQ_ARN", ""),
+        ])
+        .unwrap();
+        assert!(c.task_schedules);
+        let t = &c.aws.task_schedules;
+        assert_eq!(
+            (t.target_arn.as_str(), t.role_arn.as_str(), t.group.as_str()),
+            (
+                "arn:aws:lambda:eu-west-1:123456789012:function:s",
+                "arn:aws:iam::123456789012:role/r",
+                "tasks"
+            )
+        );
+        assert_eq!(t.dead_letter_arn, None);
+        let e = error_of(&[("AOS_SCHEDULER_FUNCTION_ARN", "arn:aws:lambda:x")]);
+        assert!(
+            e.starts_with("AOS_TASK_SCHEDULE_ROLE_ARN: is required"),
+            "{e}"
+        );
     }
 
     #[test]

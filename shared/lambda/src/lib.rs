@@ -17,6 +17,8 @@
 //!   partial batch responses and early release of retried records.
 //! - [`api`]: the HTTP API router `aos dev` serves, for `lambda_http`.
 //! - [`schedule`]: EventBridge Scheduler firings become tasks, one per firing.
+//! - [`schedules`]: [`task_schedules`], the schedules port (EventBridge Scheduler)
+//!   the api function hands to the API.
 //! - [`sweep`]: the scheduled sweep (re-send queued tasks, fail overdue ones).
 //! - [`error`]: [`WakeError`] and its Lambda [`Diagnostic`](lambda_runtime::Diagnostic).
 //! - [`logging`]: the tracing subscriber (JSON when Lambda's log format is JSON).
@@ -27,6 +29,7 @@ pub mod config;
 pub mod error;
 pub mod logging;
 pub mod schedule;
+pub mod schedules;
 pub mod sqs;
 pub mod sweep;
 
@@ -34,4 +37,5 @@ pub use assemble::{Assembled, InitError, build_kernel, load_sdk_config, setup};
 pub use config::{Config, ConfigError};
 pub use error::WakeError;
 pub use logging::init_tracing;
+pub use schedules::task_schedules;
 pub use sqs::{SqsHandler, run_agent};

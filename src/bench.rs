@@ -112,7 +112,7 @@ async fn ensure_all_succeeded(rt: &Runtime, tasks: usize) -> anyhow::Result<()> 
         .kernel()
         .ports()
         .tasks
-        .list_tasks(Some(TaskStatus::Succeeded), usize::MAX)
+        .list_tasks(&aos_kernel::TaskQuery::status(TaskStatus::Succeeded))
         .await?
         .len();
     anyhow::ensure!(done == tasks, "only {done} of {tasks} tasks succeeded");

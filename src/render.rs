@@ -14,8 +14,36 @@ pub fn progress_line(task: &Task, e: &Event) -> String {
         format!("+{t}ms"),
         e.agent,
         symbol(e.kind),
-        short(&e.detail, 110)
+        short(&detail(e), 110)
     )
+}
+
+/// An event's detail as a person reads it (approvals are stored as JSON).
+pub fn detail(e: &Event) -> String {
+    match e.kind {
+        EventKind::ApprovalRequested => {
+            match serde_json::from_str::<aos_kernel::approvals::ApprovalRequest>(&e.detail) {
+                Ok(r) => format!(
+                    "approval needed: {}({}) — approve with `aos approve {}`",
+                    r.tool,
+                    short(&r.arguments.to_string(), 80),
+                    aos_kernel::approvals::approval_id(e.task, r.envelope)
+                ),
+                Err(_) => e.detail.clone(),
+            }
+        }
+        EventKind::ApprovalDecided => {
+            match serde_json::from_str::<aos_kernel::approvals::Decision>(&e.detail) {
+                Ok(d) => format!(
+                    "{} by {}",
+                    if d.approved { "approved" } else { "denied" },
+                    d.by
+                ),
+                Err(_) => e.detail.clone(),
+            }
+        }
+        _ => e.detail.clone(),
+    }
 }
 
 fn symbol(kind: EventKind) -> &'static str {
@@ -31,6 +59,8 @@ fn symbol(kind: EventKind) -> &'static str {
         EventKind::Failed | EventKind::DeadLettered => "✖",
         EventKind::Ignored => "·",
         EventKind::Cancelled => "⊘",
+        EventKind::ApprovalRequested | EventKind::ApprovalDecided => "✋",
+        EventKind::Audit => "#",
     }
 }
 
@@ -133,7 +163,7 @@ pub fn timeline(task: &Task, events: &[Event], with_events: bool) -> String {
                 format!("+{}ms", e.at - t0),
                 e.agent,
                 symbol(e.kind),
-                short(&e.detail, 110)
+                short(&detail(e), 110)
             );
         }
         let _ = writeln!(out);

@@ -137,6 +137,20 @@ impl AuditReport {
     pub fn ok(&self) -> bool {
         self.first_mismatch.is_none()
     }
+    /// The first record that does not match, if any.
+    pub fn first_bad(&self) -> Option<&Mismatch> {
+        self.first_mismatch.as_ref()
+    }
+    /// How many records were checked.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "record {} (event {}): {}", self.record, self.event, self.reason)
+    }
 }
 
 /// Recomputes every chain in `events` (a task's stored events; non-audit ones are

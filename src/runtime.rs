@@ -5,7 +5,8 @@
 //! workers that receive batches (FIFO groups locked while in flight), hand them to the
 //! same SQS batch handler Lambda would call, delete what succeeded and release what
 //! failed, while the queue itself redrives a message to the dead-letter queue after
-//! its maximum receive count. A scheduler pump moves due wake-ups into queues.
+//! its maximum receive count. A scheduler pump moves due wake-ups into queues, and
+//! on the embedded store fires due task schedules (cron, rate, one-time).
 //!
 //! The rule kept here: stopping, cleanly or by SIGKILL, loses nothing. A clean stop
 //! finishes the batches in hand; after a kill, the next start makes every in-flight
@@ -20,7 +21,8 @@ use aos_kernel::llm::{LlmError, Model, ModelRequest, ModelResponse};
 use aos_kernel::offline::OfflineModel;
 use aos_kernel::ports::{BlobStore, Clock, Inbox, Mailbox, PortError, SystemClock};
 use aos_kernel::route::{BreakerPolicy, Router};
-use aos_kernel::{Catalog, Envelope, Kernel, KernelConfig, Ports};
+use aos_kernel::schedules::Schedules;
+use aos_kernel::{Catalog, Envelope, Kernel, KernelConfig, Ports, SubmitError};
 use aos_local::{LocalConfig, LocalStore};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
@@ -212,6 +214,8 @@ pub struct Runtime {
     kernel: Kernel,
     backend: Backend,
     inbox: Arc<dyn Inbox>,
+    /// Task schedules: in the store file, or in EventBridge Scheduler.
+    schedules: Arc<dyn Schedules>,
     bells: Arc<Doorbells>,
     config: RuntimeConfig,
     metrics: Arc<Metrics>,
@@ -341,10 +345,15 @@ impl Runtime {
             clock,
         };
         let kernel = Kernel::new(catalog, tools, ports, kernel_config)?;
+        let schedules: Arc<dyn Schedules> = match &backend {
+            Backend::Local(store) => Arc::new(store.clone()),
+            Backend::Aws(aws) => Arc::new(aws.schedules.clone()),
+        };
         Ok(Self {
             kernel,
             backend,
             inbox,
+            schedules,
             bells,
             config,
             metrics: Arc::new(Metrics::default()),
@@ -370,6 +379,46 @@ impl Runtime {
     }
     pub fn inbox(&self) -> Arc<dyn Inbox> {
         self.inbox.clone()
+    }
+    /// Task schedules (for the API): fired by this runtime on the embedded store; on
+    /// the AWS backend they are EventBridge schedules, which only the service fires.
+    pub fn schedules(&self) -> Arc<dyn Schedules> {
+        self.schedules.clone()
+    }
+
+    /// Submits the task of every task schedule due at `now_ms` and records each slot
+    /// as fired; returns how many slots fired. A slot's task id comes from the schedule
+    /// and the slot, so a slot submitted again after a crash (before it was recorded)
+    /// is the same task, not a second one. A firing that can never succeed (its agent
+    /// is gone) is logged and skipped; one that failed for a passing reason stays owed
+    /// and is tried again on the next call. Only the embedded store fires schedules.
+    pub async fn fire_schedules(&self, now_ms: u64) -> Result<usize, PortError> {
+        let Backend::Local(store) = &self.backend else {
+            return Ok(0);
+        };
+        let mut fired = 0;
+        for firing in store.due_firings(now_ms, 100).await? {
+            let s = &firing.schedule;
+            match aos_entrypoints::schedule::submit_firing(&self.kernel, s, firing.at).await {
+                Ok(task) => {
+                    tracing::info!(schedule = %s.id, tenant = %s.tenant, task = %task.id, agent = %s.agent.as_str(), "schedule fired");
+                    self.bells.get(s.agent.as_str()).notify_waiters();
+                }
+                Err(
+                    e @ (SubmitError::Port(PortError::Unavailable(_) | PortError::Conflict)
+                    | SubmitError::NotSent { .. }),
+                ) => {
+                    tracing::warn!(schedule = %s.id, error = %e, "schedule firing failed; will retry");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(schedule = %s.id, tenant = %s.tenant, error = %e, "schedule firing cannot be submitted; skipping the slot");
+                }
+            }
+            store.fired(&firing, now_ms).await?;
+            fired += 1;
+        }
+        Ok(fired)
     }
 
     /// Recovers from an earlier stop and starts the trigger loops and the scheduler.
@@ -545,6 +594,9 @@ impl Runtime {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "scheduler pump failed; will retry"),
+            }
+            if let Err(e) = self.fire_schedules(now).await {
+                tracing::warn!(error = %e, "firing task schedules failed; will retry");
             }
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}

@@ -567,6 +567,23 @@ fn least_privilege(t: &Template, defs: &BTreeMap<String, AgentDef>) -> Vec<Strin
     let agent_queues: BTreeSet<&str> = agents.values().map(|a| a.queue.as_str()).collect();
     let agent_dlqs: BTreeSet<&str> = agents.values().map(|a| a.dlq.as_str()).collect();
     let queue_of = |agent: &str| agents.get(agent).map(|a| a.queue.clone());
+    let agent_groups: BTreeSet<&str> = agents.values().map(|a| a.group.as_str()).collect();
+    // A role EventBridge Scheduler assumes only for schedules of a group that is no
+    // agent's (the API's task schedules), which the API may pass.
+    let task_schedule_role = |role: &str| {
+        let trust = t
+            .prop(role, &["AssumeRolePolicyDocument", "Statement"])
+            .map(items)
+            .unwrap_or_default();
+        !trust.is_empty()
+            && trust.iter().all(|st| {
+                get(st, &["Principal", "Service"]).and_then(Value::as_str)
+                    == Some("scheduler.amazonaws.com")
+                    && get(st, &["Condition", "ArnLike", "aws:SourceArn"])
+                        .and_then(|v| t.arn_of_type(v, "AWS::Scheduler::ScheduleGroup"))
+                        .is_some_and(|g| !agent_groups.contains(g.as_str()))
+            })
+    };
 
     // Every function: its own explicit role, no SAM policy templates.
     let mut role_owner: BTreeMap<String, String> = BTreeMap::new();
@@ -596,6 +613,13 @@ fn least_privilege(t: &Template, defs: &BTreeMap<String, AgentDef>) -> Vec<Strin
         let wakeup_of = agents.iter().find(|(_, a)| a.wakeup_role == role);
         for g in grants(t, role, &mut problems) {
             let what = format!("{role} statement {}: {} on {}", g.sid, g.action, g.target);
+            // ListSchedules takes no resource but "*": it lists names, and reading a
+            // schedule needs GetSchedule, which is judged.
+            if g.action == "scheduler:listschedules"
+                && matches!(&g.target, Target::Other(s) if s == "*")
+            {
+                continue;
+            }
             if let Target::Other(s) = &g.target {
                 let why = if s.contains('*') {
                     "a wildcard resource"
@@ -695,12 +719,22 @@ fn least_privilege(t: &Template, defs: &BTreeMap<String, AgentDef>) -> Vec<Strin
                         {
                             Ok(())
                         }
-                        "sqs:receivemessage" | "sqs:changemessagevisibility"
+                        "sqs:receivemessage" | "sqs:changemessagevisibility" | "sqs:deletemessage"
                             if agent_dlqs.contains(queue) =>
                         {
                             Ok(())
                         }
-                        _ => Err("a role that serves no agent may submit to agent queues, read queue depths and peek at dead letters, nothing more".to_string()),
+                        "scheduler:createschedule" | "scheduler:getschedule" | "scheduler:deleteschedule"
+                            if matches!(&g.target, Target::ScheduleGroup(grp) if !agent_groups.contains(grp.as_str())) =>
+                        {
+                            Ok(())
+                        }
+                        "iam:passrole"
+                            if matches!(&g.target, Target::Role(r) if task_schedule_role(r)) =>
+                        {
+                            Ok(())
+                        }
+                        _ => Err("a role that serves no agent may submit to agent queues, read queue depths, peek at and redrive dead letters, and manage task schedules in a group that is no agent's, passing only a role Scheduler assumes for that group; nothing more".to_string()),
                     }
                 }
             };
@@ -889,6 +923,116 @@ fn a_wildcard_resource_or_action_is_reported() {
         &agent_defs(),
         &["FinanceFunctionRole", "scheduler:createschedule"],
     );
+}
+
+#[test]
+fn the_api_manages_task_schedules_only_in_their_own_group_and_passes_only_their_role() {
+    let in_agent_group = mutated(|doc| {
+        *statement(doc, "ApiFunctionRole", "TaskSchedules")
+            .get_mut("Resource")
+            .unwrap() = yaml(
+            "!Sub 'arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule/${PrimaryScheduleGroup}/*'",
+        );
+    });
+    assert_reported(
+        &in_agent_group,
+        &agent_defs(),
+        &["ApiFunctionRole", "TaskSchedules", "PrimaryScheduleGroup"],
+    );
+    let wakeup_role = mutated(|doc| {
+        *statement(doc, "ApiFunctionRole", "PassTaskScheduleRole")
+            .get_mut("Resource")
+            .unwrap() = yaml("!GetAtt PrimaryWakeupRole.Arn");
+    });
+    assert_reported(
+        &wakeup_role,
+        &agent_defs(),
+        &["ApiFunctionRole", "iam:passrole", "PrimaryWakeupRole"],
+    );
+    let everywhere = mutated(|doc| {
+        *statement(doc, "ApiFunctionRole", "TaskSchedules")
+            .get_mut("Resource")
+            .unwrap() = Value::String("*".into());
+    });
+    assert_reported(
+        &everywhere,
+        &agent_defs(),
+        &["ApiFunctionRole", "wildcard resource"],
+    );
+    // The role the API passes is assumed only for schedules of the task group.
+    let t = Template::parse(&template_text());
+    let env = t.env("ApiFunction");
+    let role = env
+        .get("AOS_TASK_SCHEDULE_ROLE_ARN")
+        .and_then(|v| t.arn_of_type(v, "AWS::IAM::Role"))
+        .expect("AOS_TASK_SCHEDULE_ROLE_ARN is a role of this template");
+    let group = env
+        .get("AOS_TASK_SCHEDULE_GROUP")
+        .and_then(reference)
+        .map(|(g, _)| g)
+        .expect("AOS_TASK_SCHEDULE_GROUP is a !Ref");
+    let source = t
+        .prop(&role, &["AssumeRolePolicyDocument", "Statement"])
+        .map(items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|st| get(st, &["Condition", "ArnLike", "aws:SourceArn"]))
+        .filter_map(|v| t.arn_of_type(v, "AWS::Scheduler::ScheduleGroup"))
+        .collect::<Vec<_>>();
+    assert_eq!(source, vec![group]);
+    assert!(
+        env.get("AOS_SCHEDULER_FUNCTION_ARN")
+            .and_then(|v| t.arn_of_type(v, "AWS::Serverless::Function"))
+            .is_some_and(|f| f == "SchedulerFunction")
+    );
+}
+
+#[test]
+fn the_api_routes_are_under_v1_behind_the_jwt_authorizer_but_health_and_openapi() {
+    let t = Template::parse(&template_text());
+    let api = t.of_type("AWS::Serverless::HttpApi");
+    assert_eq!(api.len(), 1);
+    let auth = get(api[0].1, &["Properties", "Auth"]).unwrap();
+    let authorizer = get(auth, &["DefaultAuthorizer"])
+        .and_then(Value::as_str)
+        .unwrap();
+    let jwt = get(auth, &["Authorizers", authorizer]).unwrap();
+    assert_eq!(
+        get(jwt, &["IdentitySource"]).and_then(Value::as_str),
+        Some("$request.header.Authorization")
+    );
+    assert!(get(jwt, &["JwtConfiguration", "issuer"]).is_some_and(|v| is_ref_to(v, "JwtIssuer")));
+    let mut open = BTreeSet::new();
+    let mut guarded = BTreeSet::new();
+    for (_, e) in t
+        .prop("ApiFunction", &["Events"])
+        .and_then(Value::as_mapping)
+        .unwrap()
+    {
+        let path = get(e, &["Properties", "Path"])
+            .and_then(Value::as_str)
+            .unwrap();
+        let method = get(e, &["Properties", "Method"])
+            .and_then(Value::as_str)
+            .unwrap();
+        let none =
+            get(e, &["Properties", "Auth", "Authorizer"]).and_then(Value::as_str) == Some("NONE");
+        let route = format!("{method} {path}");
+        if none {
+            open.insert(route)
+        } else {
+            guarded.insert(route)
+        };
+    }
+    assert_eq!(
+        open,
+        BTreeSet::from([
+            "GET /".into(),
+            "GET /v1/health".into(),
+            "GET /v1/openapi.json".into()
+        ])
+    );
+    assert_eq!(guarded, BTreeSet::from(["ANY /v1/{proxy+}".to_string()]));
 }
 
 #[test]

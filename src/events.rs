@@ -12,7 +12,7 @@
 //! and any other envelope of a missing task is refused with what to run first.
 
 use anyhow::{Context as _, bail};
-use aos_entrypoints::http::{AppState, app};
+use aos_entrypoints::http::{AppState, Auth, app};
 use aos_entrypoints::schedule::{ScheduledTask, firing_id, handle_scheduled};
 use aos_entrypoints::sqs::handle_batch;
 use aos_kernel::ports::Inbox;
@@ -269,7 +269,7 @@ async fn sqs(target: &Target, event: SqsEvent, flag: Option<&str>) -> anyhow::Re
     }
     if !missing.is_empty() {
         bail!(
-            "not replayed: {} holds no task for {}. The handler would only dead-letter such a record (\"task ... does not exist\"): a message or a reply continues a task that is already running. Start the task first: replay the SQS event of its first envelope (for events/sqs/agent-message.json and reply.json: `aos replay events/sqs/new-task.json`), or submit it with that id (POST /tasks {{\"id\": \"<task id>\", \"input\": \"...\"}} to `aos dev`)",
+            "not replayed: {} holds no task for {}. The handler would only dead-letter such a record (\"task ... does not exist\"): a message or a reply continues a task that is already running. Start the task first: replay the SQS event of its first envelope (for events/sqs/agent-message.json and reply.json: `aos replay events/sqs/new-task.json`)",
             target.store,
             missing.join("; ")
         );
@@ -281,7 +281,7 @@ async fn sqs(target: &Target, event: SqsEvent, flag: Option<&str>) -> anyhow::Re
             .with_context(|| format!("creating task {} from its first envelope", env.task))?;
         let _ = writeln!(
             out,
-            "Created task {} for {}: it was not in {}; POST /tasks records a task like this before it sends the first envelope",
+            "Created task {} for {}: it was not in {}; POST /v1/tasks records a task like this before it sends the first envelope",
             task.id, task.agent, target.store
         );
     }
@@ -364,24 +364,28 @@ async fn http(
         out,
         "API Gateway HTTP API (v2) request {method} {path}, through the API's router (as lambda_http hands it over)"
     );
-    match raw.pointer("/requestContext/authorizer/jwt/claims/sub") {
+    let claims = raw.pointer("/requestContext/authorizer/jwt/claims");
+    match claims.and_then(|c| c.get("sub")) {
         Some(sub) => {
+            let tenant = claims
+                .and_then(|c| c.get("tenant"))
+                .cloned()
+                .unwrap_or(Value::Null);
             let _ = writeln!(
                 out,
-                "  JWT subject {sub} (API Gateway's authorizer checked the token; the function does not)"
+                "  JWT subject {sub}, tenant {tenant} (API Gateway's authorizer checked the signature; the function checks tenant and scope)"
             );
         }
         None => {
             let _ = writeln!(
                 out,
-                "  No JWT claims (requestContext.authorizer is absent): on AWS the HTTP API's JWT authorizer answers 401 before the function runs; the function itself checks no token"
+                "  No JWT claims (requestContext.authorizer is absent): on AWS the HTTP API's JWT authorizer answers 401 before the function runs, and the function refuses it too"
             );
         }
     }
-    let app = app(AppState {
-        kernel: target.kernel.clone(),
-        inbox: Some(target.inbox.clone()),
-    });
+    let app = app(
+        AppState::new(target.kernel.clone(), Auth::ApiGateway).with_inbox(target.inbox.clone())
+    );
     let response = lambda_http::Adapter::from(app)
         .oneshot(LambdaEvent::new(request, Context::default()))
         .await
@@ -492,13 +496,13 @@ mod tests {
     fn the_kind_of_event_is_read_from_its_shape() {
         let sqs = json!({"Records": [{"eventSource": "aws:sqs", "body": "{}"}]});
         assert_eq!(detect(&sqs), Ok(Source::Sqs));
-        let http = json!({"version": "2.0", "rawPath": "/tasks", "requestContext": {"http": {"method": "GET"}}});
+        let http = json!({"version": "2.0", "rawPath": "/v1/tasks", "requestContext": {"http": {"method": "GET"}}});
         assert_eq!(detect(&http), Ok(Source::HttpApi));
         let firing = json!({"detail-type": "Scheduled Task", "source": "aos.scheduler", "detail": {"input": "hi"}});
         assert_eq!(detect(&firing), Ok(Source::Schedule));
         let s3 = json!({"Records": [{"eventSource": "aws:s3"}]});
         assert!(detect(&s3).unwrap_err().starts_with("an event from aws:s3"));
-        let rest = json!({"httpMethod": "POST", "path": "/tasks"});
+        let rest = json!({"httpMethod": "POST", "path": "/v1/tasks"});
         assert!(detect(&rest).unwrap_err().contains("payload 1.0"));
         assert!(
             detect(&json!({"hello": 1}))

@@ -5,7 +5,8 @@ use anyhow::{Context, bail};
 use aos::bench;
 use aos::render;
 use aos::runtime::{Runtime, RuntimeConfig};
-use aos_entrypoints::http::{AppState, app};
+use aos_entrypoints::http::auth::{Claims, load_or_create_secret, mint, now_secs};
+use aos_entrypoints::http::{AppState, Auth, app};
 
 use aos_kernel::{TaskId, TaskStatus};
 use clap::{Args, Parser, Subcommand};
@@ -40,13 +41,68 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Run the local stack with its HTTP API until Ctrl-C.
+    /// Run the local stack with its HTTP API (v1) until Ctrl-C; prints an admin token
+    /// for tenant `default` at start.
     Dev {
         /// Address of the HTTP API (port 0 picks a free port).
         #[arg(long, env = "AOS_ADDR", default_value = "127.0.0.1:8080")]
         addr: String,
         #[command(flatten)]
+        secret: SecretArgs,
+        #[command(flatten)]
         common: Common,
+    },
+    /// Print a bearer token for the local API, signed with the local secret.
+    Token {
+        /// The tenant whose data the token reaches.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Space-separated scopes: read, write, admin (each includes the ones before).
+        #[arg(long, default_value = "read write admin")]
+        scope: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// Who the token speaks for (recorded as the decider of approvals).
+        #[arg(long, default_value = "cli")]
+        sub: String,
+        #[command(flatten)]
+        secret: SecretArgs,
+        /// The embedded store file; the generated secret is kept beside it.
+        #[arg(long, env = "AOS_DB", default_value = ".aos/aos.db")]
+        db: PathBuf,
+    },
+    /// List the approvals waiting for a person's decision.
+    Approvals {
+        /// Whose approvals.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Approve (or, with --deny, deny) a tool call waiting for a person.
+    Approve {
+        /// The approval's id (`aos approvals` lists them).
+        id: String,
+        /// Deny instead: the tool never runs and the model is told so.
+        #[arg(long)]
+        deny: bool,
+        /// A note for the audit log (and, on a denial, the model).
+        #[arg(long)]
+        note: Option<String>,
+        /// The tenant the approval belongs to.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Who decides, for the audit log.
+        #[arg(long, default_value = "cli")]
+        by: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// A task's hash-chained audit log: verify it, or show it.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
     },
     /// Print throughput and memory figures of the embedded runtime.
     Bench {
@@ -113,6 +169,71 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Recompute the chain: exit 0 with "ok: N records", or 1 naming the first record
+    /// that does not match.
+    Verify {
+        task: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print every audit record of the task.
+    Show {
+        task: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Where the local API's signing secret comes from.
+#[derive(Debug, Args)]
+struct SecretArgs {
+    /// The HS256 secret tokens are signed with. Without it, one is generated once and
+    /// kept in `jwt-secret` beside the store (mode 0600), so tokens survive restarts.
+    #[arg(long, env = "AOS_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+}
+
+impl SecretArgs {
+    fn load(&self, db: &std::path::Path) -> anyhow::Result<String> {
+        if let Some(s) = self.jwt_secret.as_ref().filter(|s| !s.trim().is_empty()) {
+            return Ok(s.trim().to_string());
+        }
+        let path = db
+            .parent()
+            .unwrap_or_else(|| std::path::Path::new("."))
+            .join("jwt-secret");
+        load_or_create_secret(&path)
+            .with_context(|| format!("reading or creating the API secret {}", path.display()))
+    }
+}
+
+/// A token signed with `secret`.
+fn token(secret: &str, tenant: &str, scope: &str, ttl: u64, sub: &str) -> anyhow::Result<String> {
+    if !aos_entrypoints::http::auth::valid_tenant(tenant) {
+        bail!("--tenant {tenant:?}: use 1-64 lowercase letters, digits, '-' or '_'");
+    }
+    for s in scope.split_whitespace() {
+        if aos_entrypoints::http::Scope::parse(s).is_none() {
+            bail!("--scope: unknown scope {s:?}; use read, write or admin");
+        }
+    }
+    Ok(mint(
+        secret.as_bytes(),
+        &Claims {
+            sub: sub.to_string(),
+            tenant: tenant.to_string(),
+            scope: scope.to_string(),
+            exp: now_secs() + ttl,
+            iat: Some(now_secs()),
+            nbf: None,
+            iss: None,
+            aud: None,
+        },
+    ))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -423,7 +544,35 @@ fn main() -> anyhow::Result<()> {
                 quiet,
                 common,
             } => run(&request, &agent, timeout_secs, quiet, &common).await,
-            Command::Dev { addr, common } => dev(&addr, &common).await.map(|()| 0),
+            Command::Dev {
+                addr,
+                secret,
+                common,
+            } => dev(&addr, &secret, &common).await.map(|()| 0),
+            Command::Token {
+                tenant,
+                scope,
+                ttl,
+                sub,
+                secret,
+                db,
+            } => {
+                println!("{}", token(&secret.load(&db)?, &tenant, &scope, ttl, &sub)?);
+                Ok(0)
+            }
+            Command::Approvals { tenant, common } => approvals(&tenant, &common).await,
+            Command::Approve {
+                id,
+                deny,
+                note,
+                tenant,
+                by,
+                common,
+            } => approve(&id, !deny, note.as_deref(), &tenant, &by, &common).await,
+            Command::Audit { action } => match action {
+                AuditAction::Verify { task, common } => audit_verify(&task, &common).await,
+                AuditAction::Show { task, common } => audit_show(&task, &common).await,
+            },
             Command::Agents { common } => agents(&common).await.map(|()| 0),
             Command::Task { id, common } => show_task(&id, &common).await,
             Command::Dlq { agent, common } => dlq(&agent, &common).await.map(|()| 0),
@@ -471,7 +620,7 @@ async fn run(
             .await?
             .context("the task vanished from the store")?;
         if !quiet {
-            for e in store.task_events(task.id).await? {
+            for e in store.timeline(task.id).await? {
                 if seen.insert(e.id) {
                     eprintln!("{}", render::progress_line(&current, &e));
                 }
@@ -492,7 +641,7 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
     running.shutdown(Duration::from_secs(5)).await;
-    let events = store.task_events(task.id).await?;
+    let events = store.timeline(task.id).await?;
     if quiet {
         match (&final_task.result, &final_task.error) {
             (Some(r), _) => println!("{r}"),
@@ -520,7 +669,8 @@ async fn run(
     })
 }
 
-async fn dev(addr: &str, common: &Common) -> anyhow::Result<()> {
+async fn dev(addr: &str, secret: &SecretArgs, common: &Common) -> anyhow::Result<()> {
+    let secret = secret.load(&common.db)?;
     let opened = common.open().await?;
     let runtime = &opened.runtime;
     let running = runtime.start().await?;
@@ -529,10 +679,10 @@ async fn dev(addr: &str, common: &Common) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the HTTP API to {addr}"))?;
     let local = listener.local_addr()?;
-    let state = AppState {
-        kernel: runtime.kernel().clone(),
-        inbox: Some(runtime.inbox()),
-    };
+    let state = AppState::new(runtime.kernel().clone(), Auth::hs256(secret.as_bytes()))
+        .with_inbox(runtime.inbox())
+        .with_schedules(runtime.schedules());
+    let admin = token(&secret, "default", "read write admin", 24 * 3600, "aos-dev")?;
     println!(
         "AOS dev: listening on http://{local} (store: {})",
         opened.shown
@@ -543,8 +693,13 @@ async fn dev(addr: &str, common: &Common) -> anyhow::Result<()> {
         );
     }
     println!(
-        "  POST /tasks {{\"input\": \"...\"}} · GET /tasks/{{id}} · GET /tasks/{{id}}/events · GET /agents · Ctrl-C to stop"
+        "  API v1: http://{local}/v1/openapi.json describes it; every route but /v1/health needs a bearer token"
     );
+    println!(
+        "  POST /v1/tasks · GET /v1/tasks[/{{id}}[/events[/stream]]] · GET /v1/agents · GET /v1/approvals · /v1/schedules · Ctrl-C to stop"
+    );
+    println!("  admin token for tenant default (24 h; `aos token` mints others):");
+    println!("  AOS_TOKEN={admin}");
     std::io::stdout().flush()?;
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
@@ -553,6 +708,96 @@ async fn dev(addr: &str, common: &Common) -> anyhow::Result<()> {
     running.shutdown(Duration::from_secs(15)).await;
     println!("AOS dev: stopped cleanly; unfinished tasks resume at the next start");
     Ok(())
+}
+
+async fn approvals(tenant: &str, common: &Common) -> anyhow::Result<i32> {
+    let opened = common.open().await?;
+    let pending = opened
+        .runtime
+        .kernel()
+        .pending_approvals(tenant, 1000)
+        .await?;
+    println!("{} approval(s) pending for tenant {tenant}", pending.len());
+    for a in pending {
+        println!("- {}", approval_line(&a));
+    }
+    Ok(0)
+}
+
+/// One approval on one line: id, status, agent, tool and arguments, the task's request.
+fn approval_line(a: &aos_kernel::approvals::Approval) -> String {
+    format!(
+        "{} [{:?}] {} wants {}({}) for task {}: {}",
+        a.id,
+        a.status,
+        a.agent,
+        a.tool,
+        a.arguments,
+        a.task,
+        aos_kernel::kernel::preview(&a.task_input, 80)
+    )
+}
+
+async fn approve(
+    id: &str,
+    approve: bool,
+    note: Option<&str>,
+    tenant: &str,
+    by: &str,
+    common: &Common,
+) -> anyhow::Result<i32> {
+    let opened = common.open().await?;
+    let kernel = opened.runtime.kernel();
+    match kernel.decide(tenant, id, approve, by, note).await {
+        Ok(a) => {
+            println!(
+                "{} {}: {}",
+                if approve { "Approved" } else { "Denied" },
+                a.id,
+                approval_line(&a)
+            );
+            println!("`aos dev` (or `aos run`) carries the task on.");
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("aos approve {id}: {e}");
+            Ok(1)
+        }
+    }
+}
+
+async fn audit_verify(task: &str, common: &Common) -> anyhow::Result<i32> {
+    let id: TaskId = task
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{task:?} is not a task id (a ULID)"))?;
+    let opened = common.open().await?;
+    let report = opened.runtime.kernel().verify_audit(id).await?;
+    match &report.first_mismatch {
+        None => {
+            println!("ok: {} records", report.records);
+            Ok(0)
+        }
+        Some(bad) => {
+            println!(
+                "audit log of task {id} does not verify: record {} (event {}): {}",
+                bad.record, bad.event, bad.reason
+            );
+            Ok(1)
+        }
+    }
+}
+
+async fn audit_show(task: &str, common: &Common) -> anyhow::Result<i32> {
+    let id: TaskId = task
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{task:?} is not a task id (a ULID)"))?;
+    let opened = common.open().await?;
+    let records = opened.runtime.kernel().audit_log(id).await?;
+    println!("{} audit record(s) of task {id}", records.len());
+    for r in records {
+        println!("{}", serde_json::to_string(&r)?);
+    }
+    Ok(0)
 }
 
 async fn shutdown_signal() {
@@ -602,7 +847,7 @@ async fn show_task(id: &str, common: &Common) -> anyhow::Result<i32> {
         .get_task(id)
         .await?
         .with_context(|| format!("no task {id} in {}", opened.shown))?;
-    let events = store.task_events(id).await?;
+    let events = store.timeline(id).await?;
     print!("{}", render::report(&task, &events, true));
     Ok(if task.status == TaskStatus::Failed {
         1

@@ -1,6 +1,6 @@
 //! `aos dev` as a long-running process: killed with SIGKILL while 200 tasks are in
-//! flight, restarted, every task finishes exactly once; bad requests get 4xx and the
-//! stack keeps serving; SIGTERM stops it cleanly.
+//! flight, restarted, every task finishes exactly once; bad requests get 4xx problem
+//! documents and the stack keeps serving; SIGTERM stops it cleanly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aos_kernel::ports::TaskStore;
@@ -16,6 +16,27 @@ struct Dev {
     base: String,
 }
 
+/// The secret `aos dev` signs with in these tests.
+const SECRET: &str = "dev-test-secret";
+
+/// An admin token of the default tenant, signed with [`SECRET`].
+fn admin() -> String {
+    use aos_entrypoints::http::auth::{Claims, mint, now_secs};
+    mint(
+        SECRET.as_bytes(),
+        &Claims {
+            sub: "dev-test".into(),
+            tenant: "default".into(),
+            scope: "admin".into(),
+            exp: now_secs() + 3600,
+            iat: None,
+            nbf: None,
+            iss: None,
+            aud: None,
+        },
+    )
+}
+
 fn start(db: &Path, latency_ms: u64) -> Dev {
     let mut child = Command::new(env!("CARGO_BIN_EXE_aos"))
         .args([
@@ -25,6 +46,8 @@ fn start(db: &Path, latency_ms: u64) -> Dev {
             "--offline",
             "--concurrency",
             "2",
+            "--jwt-secret",
+            SECRET,
         ])
         .arg("--db")
         .arg(db)
@@ -52,11 +75,19 @@ fn start(db: &Path, latency_ms: u64) -> Dev {
 }
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Value {
-    client.get(url).send().await.unwrap().json().await.unwrap()
+    client
+        .get(url)
+        .bearer_auth(admin())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 async fn final_count(client: &reqwest::Client, base: &str) -> (usize, Vec<Value>) {
-    let v = get_json(client, &format!("{base}/tasks?limit=1000")).await;
+    let v = get_json(client, &format!("{base}/v1/tasks?limit=1000")).await;
     let tasks = v["tasks"].as_array().unwrap().clone();
     let done = tasks
         .iter()
@@ -79,7 +110,7 @@ async fn sigkill_with_200_tasks_in_flight_loses_none_and_duplicates_none() {
     let mut submits = Vec::new();
     for i in 0..200 {
         let c = client.clone();
-        let url = format!("{}/tasks", dev.base);
+        let url = format!("{}/v1/tasks", dev.base);
         let input = if i % 2 == 0 {
             "What's the weather in Paris and Tokyo, and what is 1250 EUR in USD?"
         } else {
@@ -88,6 +119,7 @@ async fn sigkill_with_200_tasks_in_flight_loses_none_and_duplicates_none() {
         submits.push(tokio::spawn(async move {
             let r = c
                 .post(url)
+                .bearer_auth(admin())
                 .json(&serde_json::json!({"input": input}))
                 .send()
                 .await
@@ -120,7 +152,15 @@ async fn sigkill_with_200_tasks_in_flight_loses_none_and_duplicates_none() {
         std::sync::Arc::new(aos_kernel::ports::SystemClock),
     )
     .unwrap();
-    let at_kill = store.list_tasks(None, 1000).await.unwrap();
+    let at_kill = store
+        .list_tasks(&aos_kernel::ports::TaskQuery {
+            tenant: None,
+            status: None,
+            before: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap();
     assert_eq!(
         at_kill.len(),
         200,
@@ -195,18 +235,21 @@ async fn bad_requests_get_4xx_and_the_stack_keeps_serving_then_stops_cleanly() {
     let mut dev = start(&db, 0);
     let post = |body: Vec<u8>| {
         client
-            .post(format!("{}/tasks", dev.base))
+            .post(format!("{}/v1/tasks", dev.base))
+            .bearer_auth(admin())
             .header("content-type", "application/json")
             .body(body)
             .send()
     };
     let r = post(Vec::new()).await.unwrap();
     assert_eq!(r.status(), 400);
-    let v: Value = r.json().await.unwrap();
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("empty"),
-        "{v}"
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/problem+json",
+        "every error is a problem document"
     );
+    let v: Value = r.json().await.unwrap();
+    assert!(v["detail"].as_str().unwrap().contains("empty"), "{v}");
     let r = post(vec![b'x'; 10 * 1024 * 1024]).await;
     // The server answers 413 (or closes the connection once it has said so).
     if let Ok(r) = r {
@@ -215,7 +258,13 @@ async fn bad_requests_get_4xx_and_the_stack_keeps_serving_then_stops_cleanly() {
     let r = post(br#"{"input": "hi", "agent": "nobody"}"#.to_vec())
         .await
         .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(r.status(), 422);
+    let r = client
+        .get(format!("{}/v1/tasks", dev.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "no token, no data");
     let r = post(br#"{"input": "What is 12 * (3 + 4)?", "agent": "finance"}"#.to_vec())
         .await
         .unwrap();
@@ -226,7 +275,7 @@ async fn bad_requests_get_4xx_and_the_stack_keeps_serving_then_stops_cleanly() {
         .to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let t = get_json(&client, &format!("{}/tasks/{id}", dev.base)).await;
+        let t = get_json(&client, &format!("{}/v1/tasks/{id}", dev.base)).await;
         if t["status"] == "succeeded" {
             assert!(
                 t["result"].as_str().unwrap().contains("12 * (3 + 4) = 84"),

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let (_, built) = aos_lambda::setup("api", |_| ToolRegistry::new()).await?;
-    let app = aos_lambda::api::router(built.kernel, Arc::new(built.aws.queues));
+    let (config, built) = aos_lambda::setup("api", |_| ToolRegistry::new()).await?;
+    let schedules = aos_lambda::task_schedules(&config, &built.aws);
+    let app = aos_lambda::api::router_with(built.kernel, Arc::new(built.aws.queues), schedules);
     lambda_http::run(app).await
 }

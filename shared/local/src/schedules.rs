@@ -129,8 +129,8 @@ impl Schedules for LocalStore {
 
     async fn list(&self, tenant: &str) -> Result<Vec<Schedule>, PortError> {
         self.read(|tx| {
-            let mut stmt = tx
-                .prepare_cached("SELECT body FROM task_schedules WHERE tenant = ?1 ORDER BY id")?;
+            let mut stmt =
+                tx.prepare_cached("SELECT body FROM task_schedules WHERE tenant = ?1 ORDER BY id")?;
             let rows = stmt.query_map([tenant], |r| r.get::<_, String>(0))?;
             let mut out = Vec::new();
             for body in rows {

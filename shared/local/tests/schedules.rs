@@ -61,7 +61,12 @@ async fn a_slot_stays_owed_until_fired_even_across_a_restart() {
     let every = schedule("rate(1 minute)", START);
     s.create(&every).await.unwrap();
     assert_eq!(s.next_firing().await.unwrap(), Some(START + MINUTE));
-    assert!(s.due_firings(START + MINUTE - 1, 10).await.unwrap().is_empty());
+    assert!(
+        s.due_firings(START + MINUTE - 1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let due = s.due_firings(START + MINUTE, 10).await.unwrap();
     assert_eq!(due.len(), 1);
@@ -75,7 +80,12 @@ async fn a_slot_stays_owed_until_fired_even_across_a_restart() {
     assert_eq!(again, due, "the same slot, not a new one");
 
     s.fired(&again[0], START + MINUTE + 500).await.unwrap();
-    assert!(s.due_firings(START + MINUTE + 500, 10).await.unwrap().is_empty());
+    assert!(
+        s.due_firings(START + MINUTE + 500, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // A stale report (a second runtime, a retry) changes nothing.
     s.fired(&again[0], START + MINUTE + 600).await.unwrap();
     assert_eq!(s.next_firing().await.unwrap(), Some(START + 2 * MINUTE));
@@ -97,7 +107,10 @@ async fn a_one_time_schedule_fires_once_then_is_gone() {
     let clock = Arc::new(ManualClock::new(START));
     let s = open(dir.path(), &clock);
     let at = START + 5 * MINUTE;
-    let once = schedule(&format!("at({})", aos_kernel::schedules::format_utc(at)), START);
+    let once = schedule(
+        &format!("at({})", aos_kernel::schedules::format_utc(at)),
+        START,
+    );
     // A time already past when created still fires (at once) rather than never.
     let overdue = schedule("at(2020-01-01T00:00:00)", START);
     s.create(&once).await.unwrap();
@@ -113,7 +126,10 @@ async fn a_one_time_schedule_fires_once_then_is_gone() {
     assert_eq!((due[0].at, &due[0].schedule), (at, &once));
     s.fired(&due[0], at).await.unwrap();
     assert!(s.due_firings(u64::MAX / 2, 10).await.unwrap().is_empty());
-    assert!(s.list("acme").await.unwrap().is_empty(), "fired one-time schedules are gone");
+    assert!(
+        s.list("acme").await.unwrap().is_empty(),
+        "fired one-time schedules are gone"
+    );
 }
 
 #[tokio::test]
@@ -132,7 +148,10 @@ async fn a_deleted_schedule_owes_nothing() {
     );
     assert!(s.delete("acme", &daily.id).await.unwrap());
     s.fired(&due[0], START + 86_400_000).await.unwrap();
-    assert!(s.list("acme").await.unwrap().is_empty(), "fired does not bring it back");
+    assert!(
+        s.list("acme").await.unwrap().is_empty(),
+        "fired does not bring it back"
+    );
     assert_eq!(s.next_firing().await.unwrap(), None);
 }
 

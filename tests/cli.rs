@@ -209,7 +209,7 @@ fn aos_replay_takes_api_gateway_and_scheduler_events_too() {
     let (ok, stdout, stderr) = run("http/create-task.json");
     assert!(ok, "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("API Gateway HTTP API (v2) request POST /tasks"),
+        stdout.contains("API Gateway HTTP API (v2) request POST /v1/tasks"),
         "{stdout}"
     );
     assert!(stdout.contains("JWT subject \"user-42\""), "{stdout}");
@@ -219,7 +219,10 @@ fn aos_replay_takes_api_gateway_and_scheduler_events_too() {
     let (ok, stdout, _) = run("http/bad-json.json");
     assert!(ok, "a 4xx is the API working: {stdout}");
     assert!(stdout.contains("→ 400 Bad Request"), "{stdout}");
-    assert!(stdout.contains("\"code\": \"bad_request\""), "{stdout}");
+    assert!(
+        stdout.contains("\"type\": \"urn:aos:problem:bad-request\""),
+        "{stdout}"
+    );
 
     let (ok, stdout, _) = run("http/missing-auth.json");
     assert!(ok);
@@ -227,7 +230,7 @@ fn aos_replay_takes_api_gateway_and_scheduler_events_too() {
         stdout.contains("No JWT claims (requestContext.authorizer is absent): on AWS the HTTP API's JWT authorizer answers 401 before the function runs"),
         "{stdout}"
     );
-    assert!(stdout.contains("→ 202 Accepted"), "{stdout}");
+    assert!(stdout.contains("→ 401 Unauthorized"), "{stdout}");
 
     let (ok, stdout, _) = run("http/get-task.json");
     assert!(ok);

@@ -55,7 +55,7 @@ struct Given {
     /// Other fixtures replayed first (their own `given` first), outcome unchecked.
     #[serde(default)]
     replayed: Vec<String>,
-    /// Tasks recorded first with these exact ids, as `POST /tasks` does (which also
+    /// Tasks recorded first with these exact ids, as `POST /v1/tasks` does (which also
     /// queues each task's first envelope).
     #[serde(default)]
     tasks: Vec<GivenTask>,
@@ -203,6 +203,16 @@ impl Expect {
 }
 
 // ------------------------------------------------------------------ the system
+
+/// Every task of every tenant.
+fn all_tasks() -> aos_kernel::ports::TaskQuery {
+    aos_kernel::ports::TaskQuery {
+        tenant: None,
+        status: None,
+        before: None,
+        limit: 10_000,
+    }
+}
 
 /// The offline model, or a provider outage when switched off.
 struct Switchable {
@@ -660,7 +670,13 @@ async fn check(fixture: &Fixture) -> Vec<String> {
         }
     }
     if let Some(want) = expect.tasks_in_store {
-        let n = world.sys.store.list_tasks(None, 1000).await.unwrap().len();
+        let n = world
+            .sys
+            .store
+            .list_tasks(&all_tasks())
+            .await
+            .unwrap()
+            .len();
         if n != want {
             problems.push(format!("tasks in store: got {n}, expected {want}"));
         }

@@ -76,7 +76,19 @@ async fn a_retried_firing_is_one_task_and_the_next_firing_another() {
     .await
     .unwrap();
     assert_ne!(next.task, first.task);
-    assert_eq!(sys.store.list_tasks(None, 10).await.unwrap().len(), 2);
+    assert_eq!(
+        sys.store
+            .list_tasks(&aos_kernel::ports::TaskQuery {
+                tenant: None,
+                status: None,
+                before: None,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     // The retry sent nothing new: one envelope per firing.
     assert_eq!(sys.queues.depth("primary").await.unwrap(), 2);
     sys.drain().await;
@@ -157,21 +169,55 @@ async fn the_api_function_serves_the_same_router_through_api_gateway_events() {
     assert_eq!(task["status"], "queued");
 
     let mut get = fixture("http/create-task.json");
-    get["rawPath"] = json!(format!("/tasks/{id}"));
+    get["rawPath"] = json!(format!("/v1/tasks/{id}"));
     get["requestContext"]["http"]["method"] = json!("GET");
-    get["requestContext"]["http"]["path"] = json!(format!("/tasks/{id}"));
+    get["requestContext"]["http"]["path"] = json!(format!("/v1/tasks/{id}"));
     get["body"] = Value::Null;
     let got = invoke_api(app.clone(), get.clone()).await;
     assert_eq!(got["statusCode"], 200, "{got}");
     let body: Value = serde_json::from_str(got["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["id"], id.as_str());
 
+    // The function checks what the authorizer passes on: another tenant's claims see
+    // no task, a token without the scope is refused, and no claims at all is a 401.
+    let claims = "/requestContext/authorizer/jwt/claims";
+    let mut other = get.clone();
+    *other.pointer_mut(&format!("{claims}/tenant")).unwrap() = json!("acme");
+    let answer = invoke_api(app.clone(), other).await;
+    assert_eq!(answer["statusCode"], 404, "{answer}");
+    assert!(
+        !answer["body"].as_str().unwrap().contains("EUR"),
+        "{answer}"
+    );
+    let mut unscoped = get.clone();
+    *unscoped.pointer_mut(&format!("{claims}/scope")).unwrap() = json!("openid");
+    let answer = invoke_api(app.clone(), unscoped).await;
+    assert_eq!(answer["statusCode"], 403, "{answer}");
+    let mut anonymous = get.clone();
+    anonymous["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
+    let answer = invoke_api(app.clone(), anonymous).await;
+    assert_eq!(answer["statusCode"], 401, "{answer}");
+    assert_eq!(
+        answer["headers"]["content-type"],
+        "application/problem+json"
+    );
+    assert!(
+        answer["headers"]["www-authenticate"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bearer"),
+        "{answer}"
+    );
+
     let mut bad = fixture("http/create-task.json");
     bad["body"] = json!("{not json");
     let refused = invoke_api(app, bad).await;
     assert_eq!(refused["statusCode"], 400, "{refused}");
     let body: Value = serde_json::from_str(refused["body"].as_str().unwrap()).unwrap();
-    assert_eq!(body["error"]["code"], "bad_request");
+    assert_eq!(body["type"], "urn:aos:problem:bad-request");
 }
 
 fn config(vars: &[(&str, &str)]) -> Config {

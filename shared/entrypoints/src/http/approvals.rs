@@ -7,7 +7,7 @@ use super::auth::Caller;
 use super::problem::ApiError;
 use super::views::{self, Decision, Limit};
 use aos_kernel::TaskId;
-use aos_kernel::approvals::DecideError;
+use aos_kernel::approvals::{ApprovalStatus, DecideError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -70,6 +70,29 @@ async fn decide(
 ) -> Result<Json<Approval>, ApiError> {
     let id = views::path(id)?;
     let body: Decision = views::optional_body(body, r#"{"note": "checked with finance"}"#)?;
+    // A decision is made once: a second one, even the same, is a 409 that says who
+    // decided (the kernel would take the same decision again without effect).
+    let Some(current) = s.kernel.approval(&caller.tenant, &id).await? else {
+        return Err(ApiError::NotFound(format!("no approval {id:?}")));
+    };
+    match current.status {
+        ApprovalStatus::Pending => {}
+        ApprovalStatus::Expired => {
+            return Err(ApiError::Conflict(format!(
+                "approval {id} expired with its task; nothing can run now"
+            )));
+        }
+        decided => {
+            return Err(ApiError::Conflict(format!(
+                "approval {id} was already {} by {}",
+                match decided {
+                    ApprovalStatus::Approved => "approved",
+                    _ => "denied",
+                },
+                current.decided_by.as_deref().unwrap_or("someone")
+            )));
+        }
+    }
     s.kernel
         .decide(
             &caller.tenant,

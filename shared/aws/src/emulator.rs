@@ -155,6 +155,22 @@ const SAM: Package = Package {
     about: "sam, cfn-lint and the Lambda Runtime Interface Emulator",
 };
 
+/// The schemathesis release the API's property-based test runs (`tests/schemathesis.rs`).
+pub const SCHEMATHESIS_VERSION: &str = "4.32.5";
+
+const SCHEMATHESIS: Package = Package {
+    name: "schemathesis",
+    version: SCHEMATHESIS_VERSION,
+    pip_name: "schemathesis",
+    about: "the OpenAPI test generator the API is checked with",
+};
+
+/// Installs schemathesis into `venv` if needed; returns the virtualenv's `bin/`, which
+/// holds `schemathesis`.
+pub fn ensure_schemathesis(venv: &Path) -> Result<PathBuf, EmulatorError> {
+    ensure_installed(venv, &SCHEMATHESIS)
+}
+
 /// The workspace's `target/` (or `CARGO_TARGET_DIR`) when built from source.
 fn target_dir() -> Option<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")

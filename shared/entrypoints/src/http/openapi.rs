@@ -56,8 +56,9 @@ pub struct Param {
 pub enum Content {
     /// `application/json` of this schema.
     Json(SchemaFn),
-    /// `text/event-stream`.
-    EventStream,
+    /// `text/event-stream` whose events are each one of these `(event name, JSON data
+    /// schema)`.
+    EventStream(&'static [(&'static str, SchemaFn)]),
     /// No body.
     Empty,
 }
@@ -334,10 +335,31 @@ pub fn document(routes: &[Route]) -> Value {
                         json!({"application/json": {"schema": f(&mut g).to_value()}}),
                     );
                 }
-                Content::EventStream => {
+                Content::EventStream(events) => {
+                    // Each event as OpenAPI 3.2's `itemSchema` describes it: the SSE
+                    // fields, with `data` JSON of the event's own schema.
+                    let variants: Vec<Value> = events
+                        .iter()
+                        .map(|(name, f)| {
+                            json!({
+                                "type": "object",
+                                "required": ["event", "data"],
+                                "properties": {
+                                    "event": {"const": name},
+                                    "id": {"type": "string"},
+                                    "retry": {"type": "integer"},
+                                    "data": {
+                                        "type": "string",
+                                        "contentMediaType": "application/json",
+                                        "contentSchema": f(&mut g).to_value(),
+                                    },
+                                },
+                            })
+                        })
+                        .collect();
                     resp.insert(
                         "content".into(),
-                        json!({"text/event-stream": {"schema": {"type": "string"}}}),
+                        json!({"text/event-stream": {"itemSchema": {"oneOf": variants}}}),
                     );
                 }
                 Content::Empty => {}

@@ -8,10 +8,10 @@ use super::problem::ApiError;
 use super::schedules::{NewSchedule, ScheduleList};
 use super::views::{
     AgentDetail, AgentList, CancelTask, DeadLetterList, Decision, Health, Redrive, Redriven,
-    SubmitTask, TaskEvents, TaskPage,
+    StreamEnd, SubmitTask, TaskEvents, TaskPage,
 };
 use super::{agents, approvals, schedules, tasks};
-use aos_kernel::{Schedule, Task, TaskStatus};
+use aos_kernel::{Event, Schedule, Task, TaskStatus};
 use axum::Json;
 use axum::http::Method;
 use axum::routing::{delete, get, post};
@@ -113,7 +113,11 @@ pub fn routes() -> Vec<Route> {
             )
             .scope(Scope::Read)
             .param("Last-Event-ID", In::Header, false, "Resume after this event.", json!({"type": "string"}))
-            .reply(200, "The event stream.", Content::EventStream),
+            .reply(
+                200,
+                "The event stream.",
+                Content::EventStream(&[("event", schema::<Event>), ("end", schema::<StreamEnd>)]),
+            ),
         id_param(Route::new(Method::GET, "/v1/tasks/{id}/audit", "getTaskAudit", get(approvals::audit)))
             .doc(
                 "audit",

@@ -23,11 +23,14 @@ use std::sync::Arc;
 #[serde(deny_unknown_fields)]
 pub struct NewSchedule {
     /// The agent each firing submits a task to.
+    #[schemars(pattern(r"^[a-z][a-z0-9_-]{0,63}$"))]
     pub agent: String,
     /// `task` (default): each firing submits `input` as a task; `wakeup`: a task
     /// whose input is `Scheduled wake-up: <input>`.
     #[serde(default)]
     pub kind: Option<ScheduleKind>,
+    /// What each firing asks.
+    #[schemars(length(min = 1), pattern(r"\S"))]
     pub input: String,
     /// `cron(0 9 ? * MON-FRI *)`, `rate(5 minutes)`, `at(2030-01-01T09:00:00)` or an
     /// RFC 3339 time; UTC.

@@ -6,7 +6,7 @@
 use super::AppState;
 use super::auth::Caller;
 use super::problem::ApiError;
-use super::views::{self, CancelTask, ListTasks, SubmitTask, TaskEvents, TaskPage};
+use super::views::{self, CancelTask, ListTasks, StreamEnd, SubmitTask, TaskEvents, TaskPage};
 use aos_kernel::kernel::Submission;
 use aos_kernel::ports::TaskQuery;
 use aos_kernel::{Event, Task, TaskId, TaskStatus};
@@ -252,10 +252,15 @@ impl Streaming {
                 }
             }
             if task.status.is_final() {
-                self.end =
-                    Some(SseEvent::default().event("end").data(
-                        serde_json::json!({"task": task.id, "status": task.status}).to_string(),
-                    ));
+                let end = StreamEnd {
+                    task: task.id,
+                    status: task.status,
+                };
+                self.end = Some(
+                    SseEvent::default()
+                        .event("end")
+                        .data(serde_json::to_string(&end).unwrap_or_default()),
+                );
             }
         }
     }

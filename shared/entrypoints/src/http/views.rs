@@ -45,6 +45,14 @@ pub struct TaskEvents {
     pub events: Vec<Event>,
 }
 
+/// The last event of a task's event stream.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct StreamEnd {
+    pub task: TaskId,
+    /// The task's final status.
+    pub status: aos_kernel::TaskStatus,
+}
+
 /// An agent, as listed.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct AgentSummary {
@@ -174,9 +182,11 @@ pub struct Redriven {
 #[serde(deny_unknown_fields)]
 pub struct SubmitTask {
     /// What you want done.
+    #[schemars(length(min = 1), pattern(r"\S"))]
     pub input: String,
     /// The agent that takes it (default `primary`).
     #[serde(default)]
+    #[schemars(pattern(r"^[a-z][a-z0-9_-]{0,63}$"))]
     pub agent: Option<String>,
 }
 

@@ -748,6 +748,24 @@ async fn approve(
 ) -> anyhow::Result<i32> {
     let opened = common.open().await?;
     let kernel = opened.runtime.kernel();
+    // Decided once, as through the API: a second decision, even the same, is refused.
+    match kernel.approval(tenant, id).await? {
+        None => {
+            eprintln!(
+                "aos approve: no approval {id} for tenant {tenant} (`aos approvals` lists them)"
+            );
+            return Ok(1);
+        }
+        Some(a) if a.status != aos_kernel::approvals::ApprovalStatus::Pending => {
+            eprintln!(
+                "aos approve: approval {id} is already {:?}{}",
+                a.status,
+                a.decided_by.map(|b| format!(" by {b}")).unwrap_or_default()
+            );
+            return Ok(1);
+        }
+        Some(_) => {}
+    }
     match kernel.decide(tenant, id, approve, by, note).await {
         Ok(a) => {
             println!(

@@ -350,7 +350,13 @@ impl Auth {
                 };
                 // Signature, expiry, issuer and audience are the authorizer's to check
                 // (it did, or the request would not be here); tenant and scope are ours.
-                let mut scopes = g.claims.get("scope").cloned().unwrap_or_default();
+                // `scope` (RFC 8693, Cognito), or `scp` (some other issuers).
+                let mut scopes = g
+                    .claims
+                    .get("scope")
+                    .or_else(|| g.claims.get("scp"))
+                    .cloned()
+                    .unwrap_or_default();
                 for s in &g.scopes {
                     scopes.push(' ');
                     scopes.push_str(s);

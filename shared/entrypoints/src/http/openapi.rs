@@ -210,7 +210,7 @@ impl Route {
 
     /// Every problem status this route can answer: those of its own, and those that
     /// come with its shape (a token: 401, 403; a path or query parameter: 400; a path
-    /// parameter: 404; a body: 400, 413, 415; the store: 500, 503).
+    /// parameter: 404; a body: 400, 413, 415; a write: 403, 415; the store: 500, 503).
     pub fn error_statuses(&self) -> Vec<u16> {
         let mut s: Vec<u16> = self.errors.to_vec();
         if self.scope.is_some() {
@@ -224,6 +224,14 @@ impl Route {
         }
         if self.body.is_some() {
             s.extend([400, 413, 415]);
+        }
+        // The cross-site guard answers any write (403, or 415 for a body that is not
+        // JSON) before routing.
+        if matches!(
+            self.method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        ) {
+            s.extend([403, 415]);
         }
         s.sort_unstable();
         s.dedup();

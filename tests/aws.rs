@@ -135,7 +135,12 @@ async fn the_demo_gives_the_same_answer_and_timeline_on_aws_as_embedded() {
         !rt.kernel()
             .ports()
             .tasks
-            .list_tasks(None, 10)
+            .list_tasks(&aos_kernel::TaskQuery {
+                tenant: None,
+                status: None,
+                before: None,
+                limit: 10,
+            })
             .await
             .unwrap()
             .is_empty(),

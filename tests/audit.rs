@@ -72,10 +72,18 @@ fn audit_verify_passes_on_a_real_run_and_names_a_changed_record() {
         .map(|i| at + i)
         .unwrap();
     let mut bytes = event.clone().into_bytes();
-    bytes[digit] = if bytes[digit] == b'9' { b'8' } else { bytes[digit] + 1 };
+    bytes[digit] = if bytes[digit] == b'9' {
+        b'8'
+    } else {
+        bytes[digit] + 1
+    };
     let changed = String::from_utf8(bytes).unwrap();
     assert_eq!(
-        changed.bytes().zip(event.bytes()).filter(|(a, b)| a != b).count(),
+        changed
+            .bytes()
+            .zip(event.bytes())
+            .filter(|(a, b)| a != b)
+            .count(),
         1,
         "exactly one byte differs"
     );

@@ -10,10 +10,10 @@
 use crate::error::{is_code, sdk_error};
 use crate::s3::S3Blobs;
 use aos_kernel::ids::{EnvelopeId, TaskId};
+use aos_kernel::model::DEFAULT_TENANT;
 use aos_kernel::model::{
     Event, MemoryNote, OutboxItem, Session, SessionKey, Task, TaskStatus, TaskUpdate, Usage,
 };
-use aos_kernel::model::DEFAULT_TENANT;
 use aos_kernel::ports::{
     BlobStore, Clock, Commit, Loaded, PortError, SessionStore, TaskQuery, TaskStore,
 };
@@ -961,9 +961,9 @@ impl TaskStore for DynamoStore {
         match put {
             Ok(_) => return Ok((task, fingerprint.to_string())),
             Err(e)
-                if e.as_service_error().is_some_and(|se| {
-                    is_code(se.code(), &["ConditionalCheckFailedException"])
-                }) => {}
+                if e.as_service_error()
+                    .is_some_and(|se| is_code(se.code(), &["ConditionalCheckFailedException"])) => {
+            }
             Err(e) => return Err(sdk_error("DynamoDB PutItem", e)),
         }
         let item = self

@@ -368,7 +368,13 @@ async fn throttling_and_5xx_are_retried_with_backoff() {
     step(&[Internal, Throttle]);
     let loaded = aws
         .store
-        .load(&session.key(), task.id, incoming.id, session.agent.as_str(), 20)
+        .load(
+            &session.key(),
+            task.id,
+            incoming.id,
+            session.agent.as_str(),
+            20,
+        )
         .await
         .expect("a load is retried through 500 and throttling");
     used("load");
@@ -662,7 +668,13 @@ async fn an_item_over_400kb_is_offloaded_to_s3() {
 
     let loaded = aws
         .store
-        .load(&session.key(), task.id, incoming.id, session.agent.as_str(), 20)
+        .load(
+            &session.key(),
+            task.id,
+            incoming.id,
+            session.agent.as_str(),
+            20,
+        )
         .await
         .unwrap();
     assert_eq!(

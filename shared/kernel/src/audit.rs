@@ -149,7 +149,11 @@ impl AuditReport {
 
 impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "record {} (event {}): {}", self.record, self.event, self.reason)
+        write!(
+            f,
+            "record {} (event {}): {}",
+            self.record, self.event, self.reason
+        )
     }
 }
 

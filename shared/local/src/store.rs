@@ -8,14 +8,13 @@
 
 use crate::schema;
 use aos_kernel::ids::{EnvelopeId, TaskId};
+use aos_kernel::model::DEFAULT_TENANT;
 use aos_kernel::model::{
     Envelope, Event, MemoryNote, OutboxItem, Session, SessionKey, Task, TaskUpdate,
 };
-use aos_kernel::model::DEFAULT_TENANT;
 use aos_kernel::ports::{
-    TaskQuery,
     BlobStore, Clock, Commit, DeadLetter, Inbox, Loaded, Mailbox, PortError, Received, Scheduler,
-    SessionStore, TaskStore,
+    SessionStore, TaskQuery, TaskStore,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};

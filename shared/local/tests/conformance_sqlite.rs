@@ -320,7 +320,10 @@ async fn everything_survives_closing_and_reopening_the_file() {
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal", "the file is in WAL mode");
-    let loaded = s.load(&key, t.id, e.id, key.agent.as_str(), 10).await.unwrap();
+    let loaded = s
+        .load(&key, t.id, e.id, key.agent.as_str(), 10)
+        .await
+        .unwrap();
     assert_eq!(
         loaded.applied,
         Some(Vec::new()),
@@ -556,7 +559,10 @@ async fn wake_throughput() {
             let e = Envelope::parse(&m.body).unwrap();
             let key = e.key();
             let clock = std::time::Instant::now();
-            let loaded = s.load(&key, t.id, e.id, key.agent.as_str(), 20).await.unwrap();
+            let loaded = s
+                .load(&key, t.id, e.id, key.agent.as_str(), 20)
+                .await
+                .unwrap();
             spent[1] += clock.elapsed();
             let version = loaded.session.map(|s| s.version).unwrap_or(0);
             let commit = Commit {

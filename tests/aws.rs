@@ -81,7 +81,7 @@ async fn run_to_end(rt: &Runtime, request: &str) -> (Task, Vec<Event>) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     running.shutdown(Duration::from_secs(10)).await;
-    let events = tasks.task_events(task.id).await.unwrap();
+    let events = tasks.timeline(task.id).await.unwrap();
     (done, events)
 }
 

@@ -60,6 +60,7 @@ fn each_binary_links_only_its_own_agents_tools() {
         "CurrencyTool",
         "CalculatorTool",
         "InvoiceTool",
+        "PaymentTool",
         "HttpGetTool",
     ];
     let cases = [
@@ -67,7 +68,7 @@ fn each_binary_links_only_its_own_agents_tools() {
         (env!("CARGO_BIN_EXE_weather"), &["WeatherTool"][..]),
         (
             env!("CARGO_BIN_EXE_finance"),
-            &["CurrencyTool", "CalculatorTool", "InvoiceTool"][..],
+            &["CurrencyTool", "CalculatorTool", "InvoiceTool", "PaymentTool"][..],
         ),
         (env!("CARGO_BIN_EXE_api"), &[][..]),
         (env!("CARGO_BIN_EXE_scheduler"), &[][..]),

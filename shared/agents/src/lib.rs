@@ -1,8 +1,9 @@
 //! The reference agents: their definitions (`functions/<name>/agent.toml`, embedded at
 //! build time) and the synchronous tools they call. The rule this crate keeps: a tool
 //! never passes off sample data as live data. Every answer built from bundled data says
-//! so in the line the model reads, and every tool is safe to run again, because a wake
-//! that crashes before its commit runs again from the start.
+//! so in the line the model reads, and every tool that runs inline is safe to run again,
+//! because a wake that crashes before its commit runs again from the start (the one
+//! with effects, `send_payment`, runs at most once and only once a person approved it).
 //!
 //! Module map:
 //!
@@ -11,6 +12,7 @@
 //!   cannot be reached.
 //! - [`finance`]: `convert_currency` over a bundled reference-rate sample, a safe
 //!   `calculator`, and `check_invoice`, which checks an invoice total to the cent.
+//! - [`payments`]: `send_payment`, a simulated payment a person must approve.
 //! - [`http_get`]: `http_get`, the text of one URL on a host the operator allowed
 //!   ([`ToolsConfig::http_allow`]; none by default), body capped, redirects checked.
 //!
@@ -19,6 +21,7 @@
 
 pub mod finance;
 pub mod http_get;
+pub mod payments;
 pub mod weather;
 
 use aos_kernel::model::{AgentDef, ModelError};
@@ -28,6 +31,7 @@ use std::time::Duration;
 
 pub use finance::{CalculatorTool, CurrencyTool, InvoiceTool};
 pub use http_get::{HostAllowList, HttpGetTool};
+pub use payments::PaymentTool;
 pub use weather::WeatherTool;
 
 /// The built-in model price table (`functions/prices.toml`), compiled in: a Lambda
@@ -108,7 +112,7 @@ impl Default for ToolsConfig {
 }
 
 /// A registry holding every reference tool: `get_weather`, `convert_currency`,
-/// `calculator`, `check_invoice` and `http_get`. Each HTTP client is built once, here:
+/// `calculator`, `check_invoice`, `send_payment` and `http_get`. Each HTTP client is built once, here:
 /// `http_get` has its own, which follows no redirect by itself.
 pub fn reference_tools(cfg: &ToolsConfig) -> ToolRegistry {
     ToolRegistry::new()
@@ -116,6 +120,7 @@ pub fn reference_tools(cfg: &ToolsConfig) -> ToolRegistry {
         .with(Arc::new(CurrencyTool))
         .with(Arc::new(CalculatorTool))
         .with(Arc::new(InvoiceTool))
+        .with(Arc::new(PaymentTool))
         .with(Arc::new(HttpGetTool::new(cfg)))
 }
 
@@ -138,7 +143,7 @@ mod tests {
     }
 
     #[test]
-    fn the_registry_holds_five_tools() {
+    fn the_registry_holds_six_tools() {
         let reg = reference_tools(&ToolsConfig::default());
         let names: Vec<&str> = reg.names().collect();
         assert_eq!(
@@ -148,7 +153,8 @@ mod tests {
                 "check_invoice",
                 "convert_currency",
                 "get_weather",
-                "http_get"
+                "http_get",
+                "send_payment"
             ]
         );
         for name in names {

@@ -93,3 +93,60 @@ async fn the_offline_models_calls_fit_the_schemas() {
         "{verdict}"
     );
 }
+
+/// A payment asked of the orchestrator waits for a person: approved, it is sent once
+/// and the answer carries its reference; the demo request never asks for approval.
+#[tokio::test]
+async fn a_payment_through_the_reference_agents_waits_for_approval_and_runs_once() {
+    use aos_kernel::testkit::MemSystem;
+    use aos_kernel::{Catalog, TaskStatus};
+    let sys = MemSystem::new(
+        Catalog::new(reference_agents().unwrap()).unwrap(),
+        reference_tools(&ToolsConfig {
+            offline: true,
+            ..ToolsConfig::default()
+        }),
+        None,
+    );
+    let demo = sys
+        .kernel
+        .submit(
+            "primary",
+            "What's the weather in Paris and Tokyo, and what is 1250 EUR in USD?",
+            None,
+        )
+        .await
+        .unwrap();
+    let task = sys
+        .kernel
+        .submit("primary", "Pay 120 EUR to ACME Ltd for invoice 42", None)
+        .await
+        .unwrap();
+    sys.drain().await;
+    let get = |id| {
+        let store = sys.store.clone();
+        async move {
+            use aos_kernel::ports::TaskStore;
+            store.get_task(id).await.unwrap().unwrap()
+        }
+    };
+    assert_eq!(get(demo.id).await.status, TaskStatus::Succeeded);
+    assert_eq!(get(task.id).await.status, TaskStatus::Waiting);
+    let pending = sys.kernel.pending_approvals("default", 10).await.unwrap();
+    assert_eq!(pending.len(), 1, "only the payment asks: {pending:?}");
+    assert_eq!(pending[0].tool, "send_payment");
+    assert_eq!(pending[0].arguments["payee"], json!("ACME Ltd"));
+    sys.kernel
+        .decide("default", &pending[0].id, true, "alice", None)
+        .await
+        .unwrap();
+    sys.drain().await;
+    let done = get(task.id).await;
+    assert_eq!(done.status, TaskStatus::Succeeded, "{:?}", done.error);
+    let answer = done.result.unwrap();
+    assert!(
+        answer.contains("payment of 120.00 EUR to ACME Ltd for invoice 42 sent"),
+        "{answer}"
+    );
+    assert_eq!(answer.matches("PAY-").count(), 1, "{answer}");
+}

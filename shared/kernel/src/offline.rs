@@ -63,6 +63,14 @@ impl OfflineModel {
                 calls.push(("get_weather".into(), json!({"city": city})));
             }
         }
+        if calls.is_empty() && tool_names.contains(&"send_payment") {
+            for (amount, currency, payee, memo) in payments(&request) {
+                calls.push((
+                    "send_payment".into(),
+                    json!({"amount": amount, "currency": currency, "payee": payee, "memo": memo}),
+                ));
+            }
+        }
         if calls.is_empty() && tool_names.contains(&"convert_currency") {
             for (amount, from, to) in conversions(&request) {
                 calls.push((
@@ -422,6 +430,59 @@ pub fn cities(request: &str) -> Vec<String> {
     out
 }
 
+/// `Pay 120 EUR to ACME Ltd for invoice 42`: (amount, currency, payee, memo), when
+/// the request asks to pay.
+pub fn payments(request: &str) -> Vec<(f64, String, String, String)> {
+    let words: Vec<&str> = request.split_whitespace().collect();
+    let clean = |w: &str| {
+        w.trim_matches(|c: char| matches!(c, '?' | ',' | '.' | '!' | ';' | ':'))
+            .to_string()
+    };
+    let Some(start) = words
+        .iter()
+        .position(|w| matches!(clean(w).to_lowercase().as_str(), "pay" | "send"))
+    else {
+        return Vec::new();
+    };
+    let rest: Vec<String> = words[start + 1..].iter().map(|w| clean(w)).collect();
+    let number = |w: &str| w.replace(',', "").parse::<f64>().ok().filter(|n| *n > 0.0);
+    let code = |w: &str| {
+        (w.len() == 3 && w.chars().all(|c| c.is_ascii_alphabetic())).then(|| w.to_uppercase())
+    };
+    let mut i = 0;
+    while i + 1 < rest.len() {
+        let (amount, currency) = match (number(&rest[i]), code(&rest[i + 1])) {
+            (Some(a), Some(c)) => (a, c),
+            _ => match (code(&rest[i]), number(&rest[i + 1])) {
+                (Some(c), Some(a)) => (a, c),
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            },
+        };
+        let tail = &rest[i + 2..];
+        let Some(to) = tail.iter().position(|w| w.eq_ignore_ascii_case("to")) else {
+            return Vec::new();
+        };
+        let after = &tail[to + 1..];
+        let memo_at = after
+            .iter()
+            .position(|w| w.eq_ignore_ascii_case("for"))
+            .unwrap_or(after.len());
+        let payee = after[..memo_at].join(" ");
+        let memo = after
+            .get(memo_at + 1..)
+            .map(|m| m.join(" "))
+            .unwrap_or_default();
+        if payee.is_empty() {
+            return Vec::new();
+        }
+        return vec![(amount, currency, payee, memo)];
+    }
+    Vec::new()
+}
+
 /// `1250 EUR in USD`, `€1,250 to USD`, `1250.50 usd into jpy`.
 pub fn conversions(request: &str) -> Vec<(f64, String, String)> {
     let words: Vec<String> = request
@@ -521,6 +582,19 @@ mod tests {
             vec!["Paris", "Tokyo"]
         );
         assert_eq!(cities("Weather in New York?"), vec!["New York"]);
+    }
+
+    #[test]
+    fn finds_payments() {
+        assert_eq!(
+            payments("Pay 120 EUR to ACME Ltd for invoice 42."),
+            vec![(120.0, "EUR".into(), "ACME Ltd".into(), "invoice 42".into())]
+        );
+        assert_eq!(
+            payments("please send USD 75.5 to Bob"),
+            vec![(75.5, "USD".into(), "Bob".into(), String::new())]
+        );
+        assert!(payments("What is 1250 EUR in USD?").is_empty());
     }
 
     #[test]

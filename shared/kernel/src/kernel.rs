@@ -192,6 +192,12 @@ pub struct Submitted {
     pub created: bool,
 }
 
+/// A trace id a caller may choose: 1-128 printable ASCII characters (an X-Ray trace
+/// id is 35).
+pub fn valid_trace_id(t: &str) -> bool {
+    !t.is_empty() && t.len() <= 128 && t.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// The wake cycle over a set of ports.
 #[derive(Clone, Debug)]
 pub struct Kernel {
@@ -286,7 +292,7 @@ impl Kernel {
         input: &str,
         id: Option<TaskId>,
     ) -> Result<Task, SubmitError> {
-        self.submit_task(DEFAULT_TENANT, agent, input, id)
+        self.submit_task(DEFAULT_TENANT, agent, input, id, None)
             .await
             .map(|s| s.task)
     }
@@ -297,6 +303,18 @@ impl Kernel {
     /// same key with another body is refused. A key can therefore never name, claim
     /// or collide with another tenant's task or any envelope.
     pub async fn submit_for(&self, s: Submission<'_>) -> Result<Submitted, SubmitError> {
+        self.submit_traced(s, None).await
+    }
+
+    /// [`Kernel::submit_for`] with the trace id the task and all its envelopes carry
+    /// (the API passes X-Ray's, so logs and traces of the task meet). Only a new task
+    /// takes it; without one, or with one that is not 1-128 printable ASCII characters
+    /// (a trace id labels, it never refuses a task), the task's is `trace-<task id>`.
+    pub async fn submit_traced(
+        &self,
+        s: Submission<'_>,
+        trace_id: Option<&str>,
+    ) -> Result<Submitted, SubmitError> {
         if !valid_tenant(s.tenant) {
             return Err(SubmitError::InvalidTenant(s.tenant.to_string()));
         }
@@ -318,7 +336,9 @@ impl Kernel {
             }
             id = bound;
         }
-        self.submit_task(s.tenant, s.agent, s.input, Some(id)).await
+        let trace_id = trace_id.filter(|t| valid_trace_id(t));
+        self.submit_task(s.tenant, s.agent, s.input, Some(id), trace_id)
+            .await
     }
 
     /// The task `id` if it belongs to `tenant`; another tenant's task is `None`, the
@@ -361,6 +381,7 @@ impl Kernel {
         agent: &str,
         input: &str,
         id: Option<TaskId>,
+        trace_id: Option<&str>,
     ) -> Result<Submitted, SubmitError> {
         let def = self.check_submission(agent, input)?;
         let now = self.now_ms();
@@ -375,7 +396,7 @@ impl Kernel {
             error: None,
             usage: Usage::default(),
             budget: def.budget.clone(),
-            trace_id: format!("trace-{id}"),
+            trace_id: trace_id.map_or_else(|| format!("trace-{id}"), str::to_string),
             created_at: now,
             updated_at: now,
             first_envelope: EnvelopeId(id.0),
@@ -537,6 +558,35 @@ impl Kernel {
         deadline_ms: Option<u64>,
         first_delivery: bool,
     ) -> Result<WakeOutcome, Retry> {
+        self.wake_metered(envelope, deadline_ms, first_delivery)
+            .await
+            .0
+    }
+
+    /// [`Kernel::wake_until`] with what the wake spent, for metrics: every model call
+    /// answered during it (in all its attempts, offline ones included, whether the wake
+    /// then commits or is retried), with their tokens and cost. Steps replayed from
+    /// the journal cost nothing now and are not counted. `wakes` is left at 0.
+    pub async fn wake_metered(
+        &self,
+        envelope: Envelope,
+        deadline_ms: Option<u64>,
+        first_delivery: bool,
+    ) -> (Result<WakeOutcome, Retry>, Usage) {
+        let mut made = Usage::default();
+        let outcome = self
+            .wake_counted(envelope, deadline_ms, first_delivery, &mut made)
+            .await;
+        (outcome, made)
+    }
+
+    async fn wake_counted(
+        &self,
+        envelope: Envelope,
+        deadline_ms: Option<u64>,
+        first_delivery: bool,
+        made: &mut Usage,
+    ) -> Result<WakeOutcome, Retry> {
         let Some(agent) = self.catalog.get(envelope.to.as_str()) else {
             let reason = format!(
                 "unknown agent '{}'; known agents: {}",
@@ -583,6 +633,7 @@ impl Kernel {
             let mut run = WakeRun::new(self, agent, &envelope, task, deadline_ms);
             run.lookup = attempt > 0 || !first_delivery || self.config.replay;
             let (result, spend) = run.run(loaded).await;
+            made.add(&spend.made);
             paid.extend(spend.fresh);
             let mut commit = result?;
             let mut discarded = Usage::default();
@@ -1299,6 +1350,8 @@ struct WakeRun<'a> {
 struct Spend {
     fresh: Vec<(String, Usage)>,
     used: HashSet<String>,
+    /// Every model call answered in this attempt, offline ones included (metrics).
+    made: Usage,
 }
 
 /// The body of a [`Kind::Tool`] envelope.
@@ -1940,6 +1993,7 @@ impl<'a> WakeRun<'a> {
             Ok(mut response) => {
                 response.usage.llm_calls = 1;
                 kernel.price(&mut response);
+                self.spend.made.add(&response.usage);
                 // The offline model is deterministic and free: nothing to save.
                 let paid = crate::route::provider_of(&response.model) != "offline";
                 if paid && let Err(e) = kernel.journal.record_response(&key, &response).await {

@@ -1,5 +1,9 @@
-//! `aos`: run a task, run the local stack, benchmark, inspect. Setup only; the logic
-//! lives in the library crates.
+//! `aos`: run a task, run the local stack, benchmark, inspect; and the commands that
+//! drive any AOS (tasks, follow, submit, cancel, approvals, schedules, dead letters)
+//! on the local store or through a remote API (`cli`). Setup only; the logic lives
+//! in the library crates.
+
+mod cli;
 
 use anyhow::{Context, bail};
 use aos::bench;
@@ -8,8 +12,13 @@ use aos::runtime::{Runtime, RuntimeConfig};
 use aos_entrypoints::http::auth::{Claims, load_or_create_secret, mint, now_secs};
 use aos_entrypoints::http::{AppState, Auth, app};
 
-use aos_kernel::{TaskId, TaskStatus};
-use clap::{Args, Parser, Subcommand};
+use aos_kernel::{ScheduleKind, TaskId, TaskStatus};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand};
+use cli::commands;
+use cli::config::ApiArgs;
+use cli::progress::{Out, Progress};
+use cli::target::Target;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
@@ -72,13 +81,72 @@ enum Command {
         #[arg(long, env = "AOS_DB", default_value = ".aos/aos.db")]
         db: PathBuf,
     },
+    /// Save an AOS API's URL and token (checked first) for the commands below;
+    /// `aos logout` forgets them.
+    Login {
+        /// The API, e.g. http://127.0.0.1:8080 (what `aos dev` prints).
+        url: String,
+        /// The bearer token; without it (or AOS_TOKEN), one line is read from stdin.
+        #[arg(long, env = "AOS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Forget the API `aos login` saved: commands use the local store again.
+    Logout,
+    /// List tasks, newest first: id, status, agent, cost, age and request.
+    Tasks {
+        /// Only tasks with this status.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        /// Tasks per page (1-1000).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// The next page: the cursor the previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        on: On,
+    },
+    /// Show a task's answer and timeline; with --follow, print its events as they
+    /// happen until it ends. Exits 0 when the task succeeded, 1 otherwise.
+    Task {
+        id: String,
+        /// Print events live until the task ends (on the local store, this process
+        /// runs the agents meanwhile).
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        on: On,
+    },
+    /// Submit a task and print its id; with --wait, follow it to the end.
+    Submit {
+        /// What you want done, e.g. "What's the weather in Paris?"
+        input: String,
+        /// The agent that takes it.
+        #[arg(long, default_value = "primary")]
+        agent: String,
+        /// Makes a retry safe: the same key and input again is the same task.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Follow the task until it ends (as `aos task <id> --follow`); exits 0 when
+        /// it succeeded, 1 otherwise.
+        #[arg(long, short)]
+        wait: bool,
+        #[command(flatten)]
+        on: On,
+    },
+    /// Cancel an unfinished task: its later messages are acknowledged without running.
+    Cancel {
+        id: String,
+        /// Why, for the timeline.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        on: On,
+    },
     /// List the approvals waiting for a person's decision.
     Approvals {
-        /// Whose approvals.
-        #[arg(long, default_value = "default")]
-        tenant: String,
         #[command(flatten)]
-        common: Common,
+        on: On,
     },
     /// Approve (or, with --deny, deny) a tool call waiting for a person.
     Approve {
@@ -90,14 +158,18 @@ enum Command {
         /// A note for the audit log (and, on a denial, the model).
         #[arg(long)]
         note: Option<String>,
-        /// The tenant the approval belongs to.
-        #[arg(long, default_value = "default")]
-        tenant: String,
-        /// Who decides, for the audit log.
+        /// Who decides, for the audit log (on the local store; through an API, the
+        /// token's subject).
         #[arg(long, default_value = "cli")]
         by: String,
         #[command(flatten)]
-        common: Common,
+        on: On,
+    },
+    /// Task schedules: a task or wake-up for an agent on a cron or rate timetable,
+    /// or once.
+    Schedule {
+        #[command(subcommand)]
+        action: ScheduleAction,
     },
     /// A task's hash-chained audit log: verify it, or show it.
     Audit {
@@ -136,19 +208,16 @@ enum Command {
     /// List the agents.
     Agents {
         #[command(flatten)]
-        common: Common,
+        on: On,
     },
-    /// Show a task's answer and timeline from the store.
-    Task {
-        id: String,
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Show an agent's dead-letter queue.
+    /// Show an agent's dead-letter queue; with --redrive, move it back to the queue.
     Dlq {
         agent: String,
+        /// Move every dead letter back to the agent's queue (after listing them).
+        #[arg(long)]
+        redrive: bool,
         #[command(flatten)]
-        common: Common,
+        on: On,
     },
     /// Replay a recorded AWS event (any file in events/: an SQS batch, an API Gateway
     /// HTTP API v2 request or an EventBridge Scheduler firing, told apart by its shape)
@@ -169,6 +238,98 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ScheduleAction {
+    /// Create a schedule and print its id.
+    Create {
+        /// What each firing asks.
+        input: String,
+        /// The agent each firing submits a task to.
+        #[arg(long, default_value = "primary")]
+        agent: String,
+        /// `cron(0 9 ? * MON-FRI *)`, `rate(5 minutes)`, `at(2030-01-01T09:00:00)` or
+        /// an RFC 3339 time; UTC.
+        #[arg(long)]
+        when: String,
+        /// `task`: each firing submits the input as a task; `wakeup`: a task whose
+        /// input is `Scheduled wake-up: <input>`.
+        #[arg(long, value_enum, default_value = "task")]
+        kind: KindArg,
+        #[command(flatten)]
+        on: On,
+    },
+    /// List the schedules with their next firing.
+    List {
+        #[command(flatten)]
+        on: On,
+    },
+    /// Delete a schedule.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        on: On,
+    },
+}
+
+/// A task status, as `--status` takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum StatusArg {
+    Queued,
+    Running,
+    Waiting,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl From<StatusArg> for TaskStatus {
+    fn from(s: StatusArg) -> Self {
+        match s {
+            StatusArg::Queued => TaskStatus::Queued,
+            StatusArg::Running => TaskStatus::Running,
+            StatusArg::Waiting => TaskStatus::Waiting,
+            StatusArg::Succeeded => TaskStatus::Succeeded,
+            StatusArg::Failed => TaskStatus::Failed,
+            StatusArg::Cancelled => TaskStatus::Cancelled,
+        }
+    }
+}
+
+/// What a schedule's firing does, as `--kind` takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum KindArg {
+    Task,
+    Wakeup,
+}
+
+impl From<KindArg> for ScheduleKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Task => ScheduleKind::Task,
+            KindArg::Wakeup => ScheduleKind::Wakeup,
+        }
+    }
+}
+
+/// Where a command that works on any AOS goes: the API (`--api`, `AOS_API_URL` or
+/// `aos login`), else the local store.
+#[derive(Debug, Args)]
+struct On {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// On the local store: the tenant acted for (through an API, the token's).
+    #[arg(long, default_value = "default")]
+    tenant: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+impl On {
+    async fn target(&self) -> anyhow::Result<Target> {
+        Target::open(&self.api, &self.common, &self.tenant).await
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -252,13 +413,18 @@ struct Common {
     backend: BackendKind,
     /// With --backend aws: install (once) and start moto server, the AWS emulator, on
     /// a free loopback port for this run.
-    #[arg(long, env = "AOS_EMULATOR")]
+    #[arg(long, env = "AOS_EMULATOR", action = ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_value = "false", default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
     emulator: bool,
     /// The embedded store file.
     #[arg(long, env = "AOS_DB", default_value = ".aos/aos.db")]
     db: PathBuf,
     /// Never call the network from tools (bundled sample data, said so in answers).
-    #[arg(long, env = "AOS_OFFLINE")]
+    /// `--offline`, `--offline=false`; AOS_OFFLINE takes 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "AOS_OFFLINE", action = ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_value = "false", default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
     offline: bool,
     /// Trigger workers per agent.
     #[arg(long, env = "AOS_CONCURRENCY", default_value_t = 4)]
@@ -322,6 +488,14 @@ struct ModelChoice {
     said: String,
 }
 
+/// A boolean setting from the environment: 1/0, true/false, yes/no, on/off.
+fn truthy(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on" | "y" | "t"
+    )
+}
+
 /// Reads the provider settings from the environment (the one place that does).
 async fn choose_models(
     model: Option<&str>,
@@ -329,7 +503,7 @@ async fn choose_models(
 ) -> anyhow::Result<ModelChoice> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     let wants_bedrock = model.is_some_and(|m| m.starts_with("bedrock:"))
-        || var("AOS_BEDROCK").is_some_and(|v| matches!(v.as_str(), "1" | "true"));
+        || var("AOS_BEDROCK").is_some_and(|v| truthy(&v));
     let bedrock = if wants_bedrock {
         Some(
             aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -560,22 +734,68 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", token(&secret.load(&db)?, &tenant, &scope, ttl, &sub)?);
                 Ok(0)
             }
-            Command::Approvals { tenant, common } => approvals(&tenant, &common).await,
+            Command::Login { url, token } => commands::login(&url, token.as_deref()).await,
+            Command::Logout => commands::logout(),
+            Command::Tasks {
+                status,
+                limit,
+                cursor,
+                on,
+            } => {
+                let target = on.target().await?;
+                commands::tasks(&target, status.map(Into::into), limit, cursor.as_deref()).await
+            }
+            Command::Task { id, follow, on } => {
+                commands::task(&on.target().await?, &id, follow).await
+            }
+            Command::Submit {
+                input,
+                agent,
+                idempotency_key,
+                wait,
+                on,
+            } => {
+                let target = on.target().await?;
+                commands::submit(&target, &input, &agent, idempotency_key.as_deref(), wait).await
+            }
+            Command::Cancel { id, reason, on } => {
+                commands::cancel(&on.target().await?, &id, reason.as_deref()).await
+            }
+            Command::Approvals { on } => commands::approvals(&on.target().await?, &on.tenant).await,
             Command::Approve {
                 id,
                 deny,
                 note,
-                tenant,
                 by,
-                common,
-            } => approve(&id, !deny, note.as_deref(), &tenant, &by, &common).await,
+                on,
+            } => {
+                let target = on.target().await?;
+                commands::approve(&target, &id, !deny, note.as_deref(), &by).await
+            }
+            Command::Schedule { action } => match action {
+                ScheduleAction::Create {
+                    input,
+                    agent,
+                    when,
+                    kind,
+                    on,
+                } => {
+                    let target = on.target().await?;
+                    commands::schedule_create(&target, &agent, kind.into(), &input, &when).await
+                }
+                ScheduleAction::List { on } => commands::schedule_list(&on.target().await?).await,
+                ScheduleAction::Delete { id, on } => {
+                    commands::schedule_delete(&on.target().await?, &id).await
+                }
+            },
             Command::Audit { action } => match action {
                 AuditAction::Verify { task, common } => audit_verify(&task, &common).await,
                 AuditAction::Show { task, common } => audit_show(&task, &common).await,
             },
-            Command::Agents { common } => agents(&common).await.map(|()| 0),
-            Command::Task { id, common } => show_task(&id, &common).await,
-            Command::Dlq { agent, common } => dlq(&agent, &common).await.map(|()| 0),
+            Command::Agents { on } => commands::agents(&on.target().await?).await,
+            Command::Dlq { agent, redrive, on } => {
+                commands::dlq(&on.target().await?, &agent, redrive).await
+            }
             Command::Replay {
                 file,
                 agent,
@@ -588,7 +808,12 @@ fn main() -> anyhow::Result<()> {
             },
             Command::Bench { .. } => Ok(0),
         }
-    })?;
+    });
+    // One line a person reads (the cause chain joined), not a Debug dump.
+    let code = code.unwrap_or_else(|e| {
+        eprintln!("aos: {e:#}");
+        1
+    });
     std::process::exit(code);
 }
 
@@ -614,22 +839,36 @@ async fn run(
     let store = kernel.ports().tasks.clone();
     let mut seen = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    let mut progress = Progress::new();
     let final_task = loop {
         let current = store
             .get_task(task.id)
             .await?
             .context("the task vanished from the store")?;
         if !quiet {
-            for e in store.timeline(task.id).await? {
+            let events = store.timeline(task.id).await?;
+            for e in &events {
                 if seen.insert(e.id) {
-                    eprintln!("{}", render::progress_line(&current, &e));
+                    progress.println(Out::Stderr, &render::progress_line(&current, e));
                 }
             }
+            let last = events.iter().max_by_key(|e| e.at);
+            progress.set(
+                format!("task {} {}", task.id, current.status),
+                format!(
+                    "{}{} events",
+                    last.map(|e| format!("{} · ", e.agent)).unwrap_or_default(),
+                    events.len()
+                ),
+            );
+            progress.tick();
         }
         if current.status.is_final() {
+            progress.finish();
             break current;
         }
         if Instant::now() > deadline {
+            progress.finish();
             running.shutdown(Duration::from_secs(5)).await;
             bail!(
                 "task {} is still {} after {timeout_secs} s; it is saved and resumes at the next `aos run` or `aos dev` on {}",
@@ -710,80 +949,6 @@ async fn dev(addr: &str, secret: &SecretArgs, common: &Common) -> anyhow::Result
     Ok(())
 }
 
-async fn approvals(tenant: &str, common: &Common) -> anyhow::Result<i32> {
-    let opened = common.open().await?;
-    let pending = opened
-        .runtime
-        .kernel()
-        .pending_approvals(tenant, 1000)
-        .await?;
-    println!("{} approval(s) pending for tenant {tenant}", pending.len());
-    for a in pending {
-        println!("- {}", approval_line(&a));
-    }
-    Ok(0)
-}
-
-/// One approval on one line: id, status, agent, tool and arguments, the task's request.
-fn approval_line(a: &aos_kernel::approvals::Approval) -> String {
-    format!(
-        "{} [{:?}] {} wants {}({}) for task {}: {}",
-        a.id,
-        a.status,
-        a.agent,
-        a.tool,
-        a.arguments,
-        a.task,
-        aos_kernel::kernel::preview(&a.task_input, 80)
-    )
-}
-
-async fn approve(
-    id: &str,
-    approve: bool,
-    note: Option<&str>,
-    tenant: &str,
-    by: &str,
-    common: &Common,
-) -> anyhow::Result<i32> {
-    let opened = common.open().await?;
-    let kernel = opened.runtime.kernel();
-    // Decided once, as through the API: a second decision, even the same, is refused.
-    match kernel.approval(tenant, id).await? {
-        None => {
-            eprintln!(
-                "aos approve: no approval {id} for tenant {tenant} (`aos approvals` lists them)"
-            );
-            return Ok(1);
-        }
-        Some(a) if a.status != aos_kernel::approvals::ApprovalStatus::Pending => {
-            eprintln!(
-                "aos approve: approval {id} is already {:?}{}",
-                a.status,
-                a.decided_by.map(|b| format!(" by {b}")).unwrap_or_default()
-            );
-            return Ok(1);
-        }
-        Some(_) => {}
-    }
-    match kernel.decide(tenant, id, approve, by, note).await {
-        Ok(a) => {
-            println!(
-                "{} {}: {}",
-                if approve { "Approved" } else { "Denied" },
-                a.id,
-                approval_line(&a)
-            );
-            println!("`aos dev` (or `aos run`) carries the task on.");
-            Ok(0)
-        }
-        Err(e) => {
-            eprintln!("aos approve {id}: {e}");
-            Ok(1)
-        }
-    }
-}
-
 async fn audit_verify(task: &str, common: &Common) -> anyhow::Result<i32> {
     let id: TaskId = task
         .parse()
@@ -837,56 +1002,6 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
-}
-
-async fn agents(common: &Common) -> anyhow::Result<()> {
-    let opened = common.open().await?;
-    let runtime = &opened.runtime;
-    for a in runtime.kernel().catalog().agents() {
-        println!("{:<9} {}", a.name, a.purpose);
-        if !a.tools.is_empty() {
-            println!("{:<9}   tools: {}", "", a.tools.join(", "));
-        }
-        if !a.may_message.is_empty() {
-            let peers: Vec<&str> = a.may_message.iter().map(|p| p.as_str()).collect();
-            println!("{:<9}   may message: {}", "", peers.join(", "));
-        }
-    }
-    Ok(())
-}
-
-async fn show_task(id: &str, common: &Common) -> anyhow::Result<i32> {
-    let id: TaskId = id
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{id:?} is not a task id (a ULID)"))?;
-    let opened = common.open().await?;
-    let store = opened.runtime.kernel().ports().tasks.clone();
-    let task = store
-        .get_task(id)
-        .await?
-        .with_context(|| format!("no task {id} in {}", opened.shown))?;
-    let events = store.timeline(id).await?;
-    print!("{}", render::report(&task, &events, true));
-    Ok(if task.status == TaskStatus::Failed {
-        1
-    } else {
-        0
-    })
-}
-
-async fn dlq(agent: &str, common: &Common) -> anyhow::Result<()> {
-    let opened = common.open().await?;
-    let items = opened.runtime.inbox().dead_letters(agent, 1000).await?;
-    println!("{} dead letter(s) for {agent}", items.len());
-    for d in items {
-        println!(
-            "- after {} receive(s): {}\n  {}",
-            d.receive_count,
-            d.reason,
-            d.body.chars().take(200).collect::<String>()
-        );
-    }
-    Ok(())
 }
 
 async fn replay(

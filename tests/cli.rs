@@ -14,6 +14,10 @@ fn aos(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
         .env_remove("AOS_MODEL")
         .env_remove("AOS_DEFAULT_MODEL")
         .env_remove("AOS_DB")
+        // No `aos login` of the developer's, no API from the environment: the
+        // commands here work on the store in `dir`.
+        .env("XDG_CONFIG_HOME", dir)
+        .env_remove("AOS_API_URL")
         .output()
         .expect("aos runs")
 }
@@ -270,6 +274,58 @@ fn aos_replay_takes_api_gateway_and_scheduler_events_too() {
     assert!(!out.status.success());
     assert!(
         text(&out).1.contains("an event from aws:s3; AOS functions receive SQS, API Gateway HTTP API (v2) and EventBridge Scheduler events"),
+        "{:?}",
+        text(&out)
+    );
+}
+
+#[test]
+fn boolean_settings_take_1_and_0_as_well_as_true_and_false() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |offline: &str, extra: &[&str]| {
+        let mut args = vec!["run", "-q", "What's the weather in Paris?"];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_aos"))
+            .args(&args)
+            .current_dir(dir.path())
+            .env("AOS_OFFLINE", offline)
+            .env("XDG_CONFIG_HOME", dir.path())
+            .env_remove("AOS_API_URL")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("AOS_MODEL")
+            .env_remove("AOS_DEFAULT_MODEL")
+            .env_remove("AOS_DB")
+            .output()
+            .unwrap()
+    };
+    for on in ["1", "true", "yes", "on", "TRUE"] {
+        let out = run(on, &[]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "AOS_OFFLINE={on}: {stdout}\n{stderr}");
+        assert!(
+            stdout.contains("live weather switched off by configuration"),
+            "AOS_OFFLINE={on} switches the network off: {stdout}"
+        );
+    }
+    // The flag beats the environment, either way.
+    let out = run("0", &["--offline"]);
+    assert!(
+        text(&out).0.contains("switched off by configuration"),
+        "{:?}",
+        text(&out)
+    );
+    let out = run("1", &["--offline=0"]);
+    assert!(
+        !text(&out).0.contains("switched off by configuration"),
+        "{:?}",
+        text(&out)
+    );
+    let out = run("maybe", &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("invalid value 'maybe'"),
         "{:?}",
         text(&out)
     );

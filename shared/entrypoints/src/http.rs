@@ -10,12 +10,16 @@
 //! - [`problem`]: the one error shape (`application/problem+json`).
 //! - [`views`]: request and response bodies and their schemas.
 //! - `tasks`, `agents`, `approvals`, `schedules`: the handlers.
+//! - [`dashboard`]: the web page at `/` (embedded HTML, script and style sheet, no
+//!   token needed to load it; it calls the API with the token a person types in).
 //!
-//! The rules kept here: every route but health and the document needs a token whose
-//! scope covers it, and sees only its tenant's data (another tenant's ids are 404s);
-//! every error is a problem document, 4xx saying what to fix, 5xx saying nothing.
+//! The rules kept here: every route but health, the document and the dashboard's
+//! static files needs a token whose scope covers it, and sees only its tenant's data
+//! (another tenant's ids are 404s); every error is a problem document, 4xx saying
+//! what to fix, 5xx saying nothing.
 
 pub mod auth;
+pub mod dashboard;
 pub mod guard;
 pub mod openapi;
 pub mod problem;
@@ -102,7 +106,7 @@ pub fn app(state: AppState) -> Router {
         }
         router = router.route(route.path, handler);
     }
-    router
+    dashboard::routes(router)
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(middleware::from_fn(guard::same_site_json))

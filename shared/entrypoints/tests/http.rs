@@ -557,6 +557,40 @@ async fn dead_letters_are_listed_and_redriven_per_tenant() {
         theirs.text
     );
     assert_eq!(items[0]["reason"], "envelope does not parse");
+    // The catalog counts each tenant's own dead letters; only the operators see the
+    // depth of the queues every tenant shares.
+    let finance = |list: &Value| {
+        list["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "finance")
+            .unwrap()
+            .clone()
+    };
+    let catalog = call(
+        &app,
+        "GET",
+        "/v1/agents",
+        &token("acme", "read"),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(
+        finance(&catalog.json)["dead_letters"],
+        1,
+        "{}",
+        catalog.text
+    );
+    assert!(finance(&catalog.json).get("queue_depth").is_none());
+    let catalog = call(&app, "GET", "/v1/agents", &ops, Body::empty()).await;
+    assert_eq!(
+        finance(&catalog.json)["dead_letters"],
+        1,
+        "{}",
+        catalog.text
+    );
+    assert_eq!(finance(&catalog.json)["queue_depth"], 0);
     // acme cannot redrive the operators' entry by id.
     let foreign = items[0]["id"].as_str().unwrap().to_string();
     call(

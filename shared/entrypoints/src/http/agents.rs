@@ -1,5 +1,6 @@
-//! Agent routes: the catalog, one agent with the caller's recent tasks for it, and
-//! its dead-letter queue (list and redrive, `admin` only). A dead letter belongs to
+//! Agent routes: the catalog (with each queue's depth and the caller's dead-letter
+//! count), one agent with the caller's recent tasks for it, and its dead-letter
+//! queue (list and redrive, `admin` only). A dead letter belongs to
 //! the tenant named in its envelope; one whose body is not an envelope names nobody
 //! and is shown only to the default tenant's admins (the operators).
 
@@ -19,15 +20,45 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use std::sync::Arc;
 
-pub(crate) async fn list(State(s): State<AppState>, _caller: Caller) -> Json<AgentList> {
-    Json(AgentList {
-        agents: s
-            .kernel
-            .catalog()
-            .agents()
-            .map(AgentSummary::from)
-            .collect(),
-    })
+/// How many dead letters per agent the catalog counts, at most.
+const DEAD_LETTER_COUNT: usize = 1000;
+
+pub(crate) async fn list(State(s): State<AppState>, caller: Caller) -> Json<AgentList> {
+    let mut agents: Vec<AgentSummary> = s
+        .kernel
+        .catalog()
+        .agents()
+        .map(AgentSummary::from)
+        .collect();
+    if let Some(inbox) = &s.inbox {
+        // The queues are shared by every tenant: their depth is the operators' to see.
+        let operator = caller.tenant == DEFAULT_TENANT;
+        let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
+        let counts = futures::future::join_all(names.iter().map(|name| async {
+            let depth = if operator {
+                inbox.depth(name).await.map(Some)
+            } else {
+                Ok(None)
+            };
+            let dead = visible(&s, &caller, name, DEAD_LETTER_COUNT)
+                .await
+                .map(|d| d.len() as u64);
+            (depth, dead)
+        }))
+        .await;
+        // A queue that cannot be read leaves its numbers out; the catalog still answers.
+        for (a, (depth, dead)) in agents.iter_mut().zip(counts) {
+            match depth {
+                Ok(d) => a.queue_depth = d,
+                Err(e) => tracing::warn!(agent = %a.name, error = %e, "queue depth unreadable"),
+            }
+            match dead {
+                Ok(n) => a.dead_letters = Some(n),
+                Err(e) => tracing::warn!(agent = %a.name, error = %e, "dead letters unreadable"),
+            }
+        }
+    }
+    Json(AgentList { agents })
 }
 
 fn agent<'a>(s: &'a AppState, name: &str) -> Result<&'a AgentDef, ApiError> {

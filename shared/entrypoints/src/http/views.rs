@@ -67,6 +67,16 @@ pub struct AgentSummary {
     pub may_message: Vec<String>,
     /// Budgets of tasks submitted to it.
     pub budget: Budget,
+    /// Messages waiting or in flight on its queue (approximate on AWS), all tenants'
+    /// together: shown to the `default` tenant (the operators) only, and only where
+    /// the deployment's API reads queues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<u64>,
+    /// The caller's tenant's messages its queue gave up on (listed and redriven at
+    /// `/v1/agents/{name}/dead-letters`), counted up to 1000; only where the
+    /// deployment's API reads queues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letters: Option<u64>,
 }
 
 impl From<&AgentDef> for AgentSummary {
@@ -78,6 +88,8 @@ impl From<&AgentDef> for AgentSummary {
             tools: a.tools.clone(),
             may_message: a.may_message.iter().map(ToString::to_string).collect(),
             budget: a.budget.clone(),
+            queue_depth: None,
+            dead_letters: None,
         }
     }
 }

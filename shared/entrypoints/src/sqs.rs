@@ -14,10 +14,37 @@
 //! of being cut off mid-wake by the Lambda timeout. So is a record whose wake failed
 //! once the margin was reached without saying when to retry: its last model request
 //! was cut short by the deadline, not refused by the provider.
+//!
+//! Observability: every wake runs in a `wake` span whose fields (`agent`,
+//! `message_id`, then `task_id`, `tenant`, `envelope_id`, `trace_id` once the record
+//! reads as an envelope) are on every line logged during it, ends with one `wake done`
+//! line, and is reported in [`BatchReport::wakes`] with what it spent (model calls,
+//! tokens, cost, AWS calls, duration) for the caller's metrics. Logs carry ids,
+//! counts and the kernel's own words, never a body: a retry's reason is logged without
+//! the provider's message, which may quote the prompt ([`loggable_reason`]).
 
+use aos_kernel::model::Usage;
 use aos_kernel::{Envelope, Kernel, Retry, WakeOutcome};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::future::join_all;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tracing::Instrument;
+use tracing::field::Empty;
+
+tokio::task_local! {
+    /// The AWS calls of the wake being polled (see [`count_aws_call`]).
+    static AWS_CALLS: Arc<AtomicU64>;
+}
+
+/// Counts one AWS API call against the wake whose future is running, if any: the
+/// Lambda's SDK clients call it from an interceptor. A task-local rather than a shared
+/// counter, so wakes of different message groups that run concurrently in one batch
+/// each count their own calls. Calls outside a wake (init, early releases) count
+/// nowhere.
+pub fn count_aws_call() {
+    let _ = AWS_CALLS.try_with(|n| n.fetch_add(1, Ordering::Relaxed));
+}
 
 /// What happened to each record, for logs, metrics and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,6 +63,53 @@ pub struct BatchReport {
     /// Records not started because the invocation deadline was near (counted in
     /// `failed` too).
     pub unstarted: usize,
+    /// One per record whose wake started, in the order they ended within each group.
+    pub wakes: Vec<WakeReport>,
+}
+
+/// What one started record's wake did and spent: one metrics record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WakeReport {
+    pub message_id: String,
+    /// The envelope's task, id and trace id; `None` for a record that was not an
+    /// envelope (it was dead-lettered).
+    pub task_id: Option<String>,
+    pub envelope_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub result: WakeResult,
+    /// SQS had delivered the record before (`ApproximateReceiveCount` > 1).
+    pub redelivered: bool,
+    /// Model calls answered during the wake, with their tokens and cost
+    /// ([`Kernel::wake_metered`]); `wakes` is 0.
+    pub usage: Usage,
+    /// AWS API calls the wake made, as counted by [`count_aws_call`] (0 where nothing
+    /// counts them, as in the local runtime).
+    pub aws_calls: u64,
+    /// From the start of the wake to its end, on the kernel's clock.
+    pub duration_ms: u64,
+    /// When it ended, ms since the epoch on the kernel's clock.
+    pub ended_at_ms: u64,
+}
+
+/// How a started wake ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WakeResult {
+    Applied,
+    Duplicate,
+    DeadLettered,
+    /// The record is reported failed and comes back.
+    Failed,
+}
+
+impl WakeResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Duplicate => "duplicate",
+            Self::DeadLettered => "dead_lettered",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 impl BatchReport {
@@ -115,6 +189,7 @@ pub async fn handle_batch_until(
         report.failed += r.failed;
         report.unstarted += r.unstarted;
         report.retry_after_ms.extend(r.retry_after_ms);
+        report.wakes.extend(r.wakes);
     }
     (response, report)
 }
@@ -152,10 +227,38 @@ async fn run_group(
             failed = Some(true);
             continue;
         }
-        match handle_record(kernel, agent, &record, max_receives, deadline).await {
-            Ok(Some(WakeOutcome::Applied { .. })) => report.applied += 1,
-            Ok(Some(WakeOutcome::Duplicate)) => report.duplicates += 1,
-            Ok(Some(WakeOutcome::DeadLettered { .. })) | Ok(None) => report.dead_lettered += 1,
+        let span = tracing::info_span!(
+            "wake",
+            agent,
+            message_id = %id,
+            task_id = Empty,
+            tenant = Empty,
+            envelope_id = Empty,
+            trace_id = Empty,
+        );
+        let started = kernel.now_ms();
+        let calls = Arc::new(AtomicU64::new(0));
+        let woken = AWS_CALLS
+            .scope(
+                calls.clone(),
+                handle_record(kernel, agent, &record, max_receives, deadline),
+            )
+            .instrument(span.clone())
+            .await;
+        let ended = kernel.now_ms();
+        let result = match woken.outcome {
+            Ok(Some(WakeOutcome::Applied { .. })) => {
+                report.applied += 1;
+                WakeResult::Applied
+            }
+            Ok(Some(WakeOutcome::Duplicate)) => {
+                report.duplicates += 1;
+                WakeResult::Duplicate
+            }
+            Ok(Some(WakeOutcome::DeadLettered { .. })) | Ok(None) => {
+                report.dead_lettered += 1;
+                WakeResult::DeadLettered
+            }
             Err(Retry { reason, delay_ms }) => {
                 // Failing once the deadline is near is the deadline's doing as a rule
                 // (a model request cut short to end in time times out): the record
@@ -165,17 +268,74 @@ async fn run_group(
                         .filter(|d| kernel.now_ms() >= d.start_by())
                         .map(|_| 0)
                 });
-                tracing::warn!(agent, message_id = %id, %reason, ?delay_ms, "record failed; it will be retried");
+                span.in_scope(|| {
+                    tracing::warn!(
+                        reason = loggable_reason(&reason),
+                        delay_ms,
+                        "record failed; it will be retried"
+                    );
+                });
                 if let Some(ms) = delay_ms {
                     report.retry_after_ms.push((id.clone(), ms));
                 }
-                failures.push(failure(id));
+                failures.push(failure(id.clone()));
                 report.failed += 1;
                 failed = Some(delay_ms.is_some());
+                WakeResult::Failed
             }
-        }
+        };
+        let wake = WakeReport {
+            message_id: id,
+            task_id: woken.envelope.as_ref().map(|e| e.task.to_string()),
+            envelope_id: woken.envelope.as_ref().map(|e| e.id.to_string()),
+            trace_id: woken.envelope.map(|e| e.trace_id),
+            result,
+            redelivered: receive_count(&record) > 1,
+            usage: woken.usage,
+            aws_calls: calls.load(Ordering::Relaxed),
+            duration_ms: ended.saturating_sub(started),
+            ended_at_ms: ended,
+        };
+        span.in_scope(|| {
+            tracing::info!(
+                outcome = result.as_str(),
+                model_calls = wake.usage.llm_calls,
+                aws_calls = wake.aws_calls,
+                duration_ms = wake.duration_ms,
+                "wake done"
+            );
+        });
+        report.wakes.push(wake);
     }
     (failures, report)
+}
+
+/// A retry's reason as logs may carry it: without the provider's message, which can
+/// quote the request (so the prompt). Provider failures read `provider HTTP status
+/// (code): message` (aos-models' rule); the log keeps what comes before the message.
+/// Every other reason is the kernel's own words (a deadline, a commit race, a store
+/// error), capped at 300 characters.
+pub fn loggable_reason(reason: &str) -> String {
+    let head = match reason.find("HTTP ") {
+        Some(at) => {
+            let rest = &reason[at..];
+            let end = rest
+                .find(": ")
+                .or_else(|| rest.find(':'))
+                .unwrap_or(rest.len());
+            &reason[..at + end]
+        }
+        None => reason,
+    };
+    head.chars().take(300).collect()
+}
+
+/// A started record's wake: what became of it, what it spent, and the envelope it
+/// carried (without its body) when it was one.
+struct Woken {
+    outcome: Result<Option<WakeOutcome>, Retry>,
+    usage: Usage,
+    envelope: Option<Envelope>,
 }
 
 /// How many times SQS has delivered the record, this time included.
@@ -187,46 +347,64 @@ fn receive_count(record: &SqsMessage) -> u32 {
         .unwrap_or(1)
 }
 
-/// `Ok(None)`: the record was not an envelope for this agent and was dead-lettered.
+/// Runs one record in its `wake` span, which it fills in once the record reads as an
+/// envelope. `Ok(None)`: the record was not an envelope for this agent and was
+/// dead-lettered.
 async fn handle_record(
     kernel: &Kernel,
     agent: &str,
     record: &SqsMessage,
     max_receives: u32,
     deadline: Option<Deadline>,
-) -> Result<Option<WakeOutcome>, Retry> {
+) -> Woken {
     let body = record.body.as_deref().unwrap_or_default();
+    let mut woken = Woken {
+        outcome: Ok(None),
+        usage: Usage::default(),
+        envelope: None,
+    };
     let envelope = match Envelope::parse(body) {
         Ok(e) => e,
         Err(reason) => {
-            kernel.reject_raw(agent, body, &reason).await?;
-            return Ok(None);
+            woken.outcome = kernel.reject_raw(agent, body, &reason).await.map(|()| None);
+            return woken;
         }
     };
+    let span = tracing::Span::current();
+    span.record("task_id", tracing::field::display(&envelope.task));
+    span.record("tenant", envelope.tenant.as_str());
+    span.record("envelope_id", tracing::field::display(&envelope.id));
+    span.record("trace_id", envelope.trace_id.as_str());
+    let mut head = envelope.clone();
+    head.body = String::new();
+    woken.envelope = Some(head);
     if envelope.to.as_str() != agent {
         let reason = format!(
             "envelope addressed to '{}' arrived on the queue of '{agent}'",
             envelope.to
         );
-        kernel.dead_letter(agent, &envelope, reason).await?;
-        return Ok(None);
+        woken.outcome = kernel
+            .dead_letter(agent, &envelope, reason)
+            .await
+            .map(|_| None);
+        return woken;
     }
     let receives = receive_count(record);
     // Only the last allowed receive needs the envelope again after the wake.
     let last_chance = (receives >= max_receives).then(|| envelope.clone());
-    match (
-        kernel
-            .wake_until(envelope, deadline.map(|d| d.at_ms), receives <= 1)
-            .await,
-        last_chance,
-    ) {
+    let (outcome, usage) = kernel
+        .wake_metered(envelope, deadline.map(|d| d.at_ms), receives <= 1)
+        .await;
+    woken.usage = usage;
+    woken.outcome = match (outcome, last_chance) {
         (Ok(outcome), _) => Ok(Some(outcome)),
         (Err(retry), Some(envelope)) => {
             let reason = format!("gave up after {receives} attempts: {}", retry.reason);
             kernel.dead_letter(agent, &envelope, reason).await.map(Some)
         }
         (Err(retry), None) => Err(retry),
-    }
+    };
+    woken
 }
 
 fn failure(id: String) -> BatchItemFailure {
@@ -265,4 +443,26 @@ pub fn event(records: Vec<SqsMessage>) -> SqsEvent {
     let mut e = SqsEvent::default();
     e.records = records;
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_reason;
+
+    #[test]
+    fn a_logged_reason_keeps_the_status_and_drops_the_providers_message() {
+        assert_eq!(
+            loggable_reason(
+                "model: openai:gpt-4o: openai HTTP 500 (server_error): cannot serve <the prompt>"
+            ),
+            "model: openai:gpt-4o: openai HTTP 500 (server_error)"
+        );
+        assert_eq!(
+            loggable_reason("model: anthropic HTTP 529: Overloaded"),
+            "model: anthropic HTTP 529"
+        );
+        let own = "the invocation deadline is near; the wake goes on in the next invocation";
+        assert_eq!(loggable_reason(own), own);
+        assert_eq!(loggable_reason(&"x".repeat(1000)).len(), 300);
+    }
 }

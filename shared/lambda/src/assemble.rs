@@ -84,7 +84,8 @@ pub async fn build_kernel(
         bedrock: Some(sdk.clone()),
     })?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let aws = AwsBackend::new(AwsClients::new(sdk), config.aws.clone(), clock.clone());
+    let clients = crate::metrics::count_wake_calls(AwsClients::new(sdk));
+    let aws = AwsBackend::new(clients, config.aws.clone(), clock.clone());
     let catalog = Catalog::new(reference_agents()?)?;
     let tools = with_placeholders(&catalog, config.agent.as_deref(), tools);
     let kernel_config = kernel_config(config, &providers)?;

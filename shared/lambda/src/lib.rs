@@ -21,13 +21,17 @@
 //!   the api function hands to the API.
 //! - [`sweep`]: the scheduled sweep (re-send queued tasks, fail overdue ones).
 //! - [`error`]: [`WakeError`] and its Lambda [`Diagnostic`](lambda_runtime::Diagnostic).
-//! - [`logging`]: the tracing subscriber (JSON when Lambda's log format is JSON).
+//! - [`logging`]: the tracing subscriber (flat JSON lines with the wake's ids when
+//!   Lambda's log format is JSON), payload-logging crates held at `debug`.
+//! - [`metrics`]: one CloudWatch Embedded Metric Format record per wake, and the SDK
+//!   interceptor that counts each wake's AWS calls.
 
 pub mod api;
 pub mod assemble;
 pub mod config;
 pub mod error;
 pub mod logging;
+pub mod metrics;
 pub mod schedule;
 pub mod schedules;
 pub mod sqs;

@@ -8,7 +8,12 @@
 //! after the deadline) is released with that delay (ChangeMessageVisibility) instead of
 //! waiting out the visibility timeout, and so are the records held behind it in its
 //! FIFO group, which would otherwise keep the group locked.
+//!
+//! After the batch, each wake that started is written out as one CloudWatch Embedded
+//! Metric Format line ([`crate::metrics`]) with the invocation's request id and X-Ray
+//! trace id.
 
+use crate::metrics::{Invocation, wake_record};
 use aos_entrypoints::sqs::{BatchReport, Deadline, handle_batch_until};
 use aos_kernel::Kernel;
 use aos_kernel::ports::Inbox;
@@ -16,7 +21,11 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures::future::join_all;
 use lambda_runtime::LambdaEvent;
 use std::collections::HashMap;
+use std::io::Write;
 use std::sync::Arc;
+
+/// Where metric records go: one line each.
+pub type MetricsSink = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Everything one agent's handler needs, built once at init.
 #[derive(Clone)]
@@ -29,6 +38,8 @@ pub struct SqsHandler {
     max_receives: u32,
     /// No record starts this close to the deadline.
     margin_ms: u64,
+    /// Stdout on Lambda, where CloudWatch Logs reads the EMF records.
+    metrics: MetricsSink,
 }
 
 impl std::fmt::Debug for SqsHandler {
@@ -55,7 +66,17 @@ impl SqsHandler {
             agent: agent.into(),
             max_receives,
             margin_ms,
+            metrics: Arc::new(|line: &str| {
+                // A closed stdout loses the metric, not the batch.
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
+            }),
         }
+    }
+
+    /// Sends the metric records to `sink` instead of stdout (tests).
+    pub fn with_metrics(mut self, sink: MetricsSink) -> Self {
+        self.metrics = sink;
+        self
     }
 
     /// The Lambda handler. It never fails the batch as a whole: records fail one by one
@@ -71,6 +92,10 @@ impl SqsHandler {
     /// [`SqsHandler::handle`] with the report of what happened to each record.
     pub async fn run(&self, event: LambdaEvent<SqsEvent>) -> (SqsBatchResponse, BatchReport) {
         let (payload, context) = event.into_parts();
+        let invocation = Invocation {
+            request_id: context.request_id.clone(),
+            xray_trace_id: context.xray_trace_id.clone(),
+        };
         // Lambda always sends one; an invocation without it (a hand-made context)
         // runs like the local runtime, with no deadline.
         let deadline = (context.deadline > 0).then_some(Deadline {
@@ -100,6 +125,9 @@ impl SqsHandler {
             })
         });
         let released = join_all(releases).await.len();
+        for wake in &report.wakes {
+            (self.metrics)(&wake_record(&self.agent, wake, &invocation).to_string());
+        }
         tracing::info!(
             agent = %self.agent,
             applied = report.applied,

@@ -271,7 +271,8 @@ async fn run_scenario(margin_ms: u64) -> Run {
         "worker",
         MAX_RECEIVES,
         margin_ms,
-    );
+    )
+    .with_metrics(std::sync::Arc::new(|_: &str| {}));
 
     let mut tasks: Vec<(TaskId, usize)> = Vec::new();
     let mut followers: HashMap<TaskId, EnvelopeId> = HashMap::new();
@@ -525,7 +526,8 @@ async fn near_the_deadline_only_a_record_on_its_last_receive_starts() {
         .await
         .unwrap();
     sys.drain().await;
-    let handler = SqsHandler::new(sys.kernel.clone(), sys.queues.clone(), "weather", 5, 2_000);
+    let handler = SqsHandler::new(sys.kernel.clone(), sys.queues.clone(), "weather", 5, 2_000)
+        .with_metrics(std::sync::Arc::new(|_: &str| {}));
     let body = aos_kernel::kernel::first_envelope(&task).to_json();
     let run = |receives: u32| {
         let record = sqs::record("m-1", &body, "g-1", receives, 0, ARN);

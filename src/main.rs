@@ -854,7 +854,7 @@ async fn run(
             }
             let last = events.iter().max_by_key(|e| e.at);
             progress.set(
-                format!("task {} {}", task.id, current.status),
+                format!("task {}", current.status),
                 format!(
                     "{}{} events",
                     last.map(|e| format!("{} · ", e.agent)).unwrap_or_default(),

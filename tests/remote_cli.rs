@@ -462,3 +462,210 @@ fn the_same_commands_work_on_the_local_store() {
     assert_eq!(code, 1);
     assert!(err.contains("unknown agent 'nobody'"), "{err}");
 }
+
+/// A stand-in API whose event stream closes after two events (as API Gateway ends a
+/// response at its time limit) and, on the reconnect, repeats the second event
+/// before the third and `end`.
+mod flaky_stream {
+    use aos_kernel::model::{Budget, Usage};
+    use aos_kernel::{AgentName, EnvelopeId, Event, EventId, EventKind, Task, TaskId, TaskStatus};
+    use axum::Router;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::get;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone)]
+    pub struct Fake {
+        pub task: Task,
+        pub events: Vec<Event>,
+        /// The Last-Event-ID of each stream request.
+        pub resumed_after: Arc<Mutex<Vec<Option<String>>>>,
+        reads: Arc<AtomicUsize>,
+    }
+
+    impl Fake {
+        pub fn new() -> Self {
+            let now = 1_700_000_000_000;
+            let id = TaskId::new(now);
+            let task = Task {
+                id,
+                tenant: "default".into(),
+                status: TaskStatus::Running,
+                agent: AgentName::new("primary").unwrap(),
+                input: "What is 6 * 7?".into(),
+                result: None,
+                error: None,
+                usage: Usage::default(),
+                budget: Budget::default(),
+                trace_id: "trace".into(),
+                created_at: now,
+                updated_at: now,
+                first_envelope: EnvelopeId::new(now),
+            };
+            let event = |n: u64, kind, detail: &str| Event {
+                id: EventId::new(now + n),
+                task: id,
+                at: now + n * 100,
+                agent: "primary".into(),
+                kind,
+                detail: detail.into(),
+                envelope: None,
+            };
+            let events = vec![
+                event(0, EventKind::Submitted, "to primary: What is 6 * 7?"),
+                event(1, EventKind::Woke, "first wake of the stand-in"),
+                event(2, EventKind::Answer, "the stand-in's answer is 42"),
+            ];
+            Self {
+                task,
+                events,
+                resumed_after: Arc::default(),
+                reads: Arc::default(),
+            }
+        }
+
+        pub fn router(self) -> Router {
+            Router::new()
+                .route("/v1/tasks/{id}", get(task))
+                .route("/v1/tasks/{id}/events", get(events))
+                .route("/v1/tasks/{id}/events/stream", get(stream))
+                .with_state(self)
+        }
+    }
+
+    fn authorized(h: &HeaderMap) -> bool {
+        h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some("Bearer fake-token")
+    }
+
+    fn refused() -> Response {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            r#"{"type":"urn:aos:problem:unauthorized","title":"Authentication required","status":401,"detail":"the token is not valid"}"#,
+        )
+            .into_response()
+    }
+
+    async fn task(State(f): State<Fake>, h: HeaderMap) -> Response {
+        if !authorized(&h) {
+            return refused();
+        }
+        let mut t = f.task.clone();
+        // Running when the follow starts; finished when it reads the task again.
+        if f.reads.fetch_add(1, Ordering::SeqCst) > 0 {
+            t.status = TaskStatus::Succeeded;
+            t.result = Some("42, from the stand-in".into());
+        }
+        axum::Json(t).into_response()
+    }
+
+    async fn events(State(f): State<Fake>, h: HeaderMap) -> Response {
+        if !authorized(&h) {
+            return refused();
+        }
+        axum::Json(serde_json::json!({"task": f.task.id, "events": f.events})).into_response()
+    }
+
+    fn sse(e: &Event) -> String {
+        format!(
+            "id: {}\nevent: event\ndata: {}\n\n",
+            e.id,
+            serde_json::to_string(e).unwrap()
+        )
+    }
+
+    async fn stream(State(f): State<Fake>, h: HeaderMap) -> Response {
+        if !authorized(&h) {
+            return refused();
+        }
+        let last = h
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let first = last.is_none();
+        f.resumed_after.lock().unwrap().push(last);
+        let body = if first {
+            format!(": keep-alive\n\n{}{}", sse(&f.events[0]), sse(&f.events[1]))
+        } else {
+            format!(
+                "{}{}event: end\ndata: {{\"task\":\"{}\",\"status\":\"succeeded\"}}\n\n",
+                sse(&f.events[1]),
+                sse(&f.events[2]),
+                f.task.id
+            )
+        };
+        ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_resumes_after_the_last_event_when_the_stream_closes_early() {
+    let fake = flaky_stream::Fake::new();
+    let (task, events, resumed) = (
+        fake.task.id,
+        fake.events.clone(),
+        fake.resumed_after.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, fake.router()).await });
+
+    let shell = Shell::new();
+    let (code, out, err) = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            shell.run(&[
+                "task",
+                &task.to_string(),
+                "--follow",
+                "--api",
+                &url,
+                "--token",
+                "fake-token",
+            ])
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(code, 0, "{out}\n{err}");
+    // Each event once, in order, then the report.
+    let shown: Vec<&str> = out.lines().take_while(|l| !l.is_empty()).collect();
+    assert_eq!(shown.len(), 3, "{out}");
+    assert!(shown[0].contains("⇢ to primary: What is 6 * 7?"), "{out}");
+    assert!(shown[1].contains("● first wake of the stand-in"), "{out}");
+    assert!(shown[2].contains("✔ the stand-in's answer is 42"), "{out}");
+    assert!(
+        out.contains("Answer (succeeded):\n  42, from the stand-in"),
+        "{out}"
+    );
+    assert_eq!(
+        *resumed.lock().unwrap(),
+        vec![None, Some(events[1].id.to_string())],
+        "reconnected once, after the last event it saw"
+    );
+
+    // A token the API refuses: a readable error, exit 1, nothing followed.
+    let shell = Shell::new();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        shell.run(&[
+            "task",
+            &task.to_string(),
+            "--follow",
+            "--api",
+            &url,
+            "--token",
+            "stale",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1);
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("refused the token (the token is not valid)"),
+        "{err}"
+    );
+}

@@ -99,16 +99,17 @@ impl Progress {
     }
 
     fn draw(&mut self) {
+        // The time first: a line cut at the terminal's width loses only its tail.
         let secs = self.started.elapsed().as_secs_f64();
         let line = format!(
-            "{} {} · {}",
+            "{} {:>6}  {}",
             FRAMES[self.frame],
-            self.status,
             if secs < 60.0 {
                 format!("{secs:.1} s")
             } else {
                 format!("{}m{:02}s", secs as u64 / 60, secs as u64 % 60)
-            }
+            },
+            self.status
         );
         let width = terminal_width();
         let line: String = line.chars().take(width.saturating_sub(1)).collect();

@@ -372,12 +372,12 @@ impl Target {
 fn phase(e: &Event) -> String {
     match e.kind {
         EventKind::Submitted => "queued".into(),
-        EventKind::Waiting => format!("waiting ({} sleeps until its replies come)", e.agent),
-        EventKind::ApprovalRequested => "waiting for a person (`aos approvals`)".into(),
+        EventKind::Waiting => format!("{} waiting for replies", e.agent),
+        EventKind::ApprovalRequested => "waiting for a person's approval (`aos approvals`)".into(),
         EventKind::Answer => "answered".into(),
         EventKind::Failed | EventKind::DeadLettered => "failing".into(),
         EventKind::Cancelled => "cancelled".into(),
-        _ => format!("running ({})", e.agent),
+        _ => format!("{} working", e.agent),
     }
 }
 
@@ -392,15 +392,25 @@ async fn follow_remote(
     let task = client.task(id).await?;
     let mut seen = HashSet::new();
     let mut last_id: Option<String> = None;
-    let mut count = 0usize;
     let mut doing = task.status.to_string();
-    // Consecutive failures to (re)connect, and since when.
+    // Consecutive failures to connect, and since when: a follow gives up after two
+    // minutes without an answer.
     let mut failing: Option<(u32, Instant)> = None;
+    // How long to wait before the next connection.
+    let mut pause = Duration::ZERO;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut tick = tokio::time::interval(Progress::interval());
     'connect: loop {
-        progress.status(format!("task {id}: connecting to its event stream"));
+        let until = tokio::time::Instant::now() + pause;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                _ = tick.tick() => progress.tick(),
+                _ = &mut ctrl_c => return Ok(Followed::Interrupted),
+            }
+        }
+        progress.status("connecting to the event stream");
         let stream = tokio::select! {
             s = client.stream(id, last_id.as_deref()) => s,
             _ = &mut ctrl_c => return Ok(Followed::Interrupted),
@@ -413,58 +423,52 @@ async fn follow_remote(
                     return Err(e.into());
                 }
                 failing = Some((n + 1, since));
-                let wait = Duration::from_millis(500 * 2u64.pow(n.min(4)));
-                progress.status(format!(
-                    "task {id}: {e}; retrying in {} s",
-                    wait.as_secs_f32()
-                ));
-                let until = tokio::time::Instant::now() + wait;
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(until) => continue 'connect,
-                        _ = tick.tick() => progress.tick(),
-                        _ = &mut ctrl_c => return Ok(Followed::Interrupted),
-                    }
-                }
+                pause = Duration::from_millis(500 * 2u64.pow(n.min(4)));
+                progress.status(format!("{e}; retrying in {} s", pause.as_secs_f32()));
+                continue 'connect;
             }
             Err(e) => return Err(e.into()),
         };
         failing = None;
-        progress.set(format!("task {id} {doing}"), format!("{count} events"));
+        progress.set(doing.clone(), format!("{} events", seen.len()));
+        // A stream that closes with nothing new is not retried at once (a proxy
+        // closing every stream would make that a busy loop).
+        let mut fresh = false;
         loop {
             tokio::select! {
                 item = stream.next() => match item {
                     Some(Ok(StreamItem::Event(e))) => {
                         last_id = Some(e.id.to_string());
                         if seen.insert(e.id) {
-                            count += 1;
+                            fresh = true;
                             doing = phase(&e);
                             progress.println(Out::Stdout, &render::progress_line(&task, &e));
-                            progress.set(format!("task {id} {doing}"), format!("{count} events"));
+                            progress.set(doing.clone(), format!("{} events", seen.len()));
                         }
                     }
                     Some(Ok(StreamItem::End)) => break 'connect,
                     Some(Err(e)) => {
-                        progress.status(format!("task {id}: {e}; reconnecting"));
+                        progress.status(format!("{e}; reconnecting"));
+                        pause = Duration::from_secs(1);
                         continue 'connect;
                     }
-                    // Closed before the end (a gateway's limit, a restart): resume.
-                    None => continue 'connect,
+                    // Closed before the end (a gateway's time limit, a restart):
+                    // resume after the last event seen.
+                    None => {
+                        pause = if fresh { Duration::ZERO } else { Duration::from_secs(1) };
+                        continue 'connect;
+                    }
                 },
                 _ = tick.tick() => progress.tick(),
                 _ = &mut ctrl_c => return Ok(Followed::Interrupted),
             }
         }
     }
-    progress.status(format!("task {id} finished; reading its timeline"));
+    progress.status("finished; reading the timeline");
     let task = client.task(id).await?;
     let events = client.events(id).await?;
     // Events the stream did not carry (none, normally) still print.
-    for e in &events {
-        if seen.insert(e.id) {
-            progress.println(Out::Stdout, &render::progress_line(&task, e));
-        }
-    }
+    print_new(&mut seen, &task, &events, progress);
     Ok(Followed::Finished {
         task: Box::new(task),
         events,

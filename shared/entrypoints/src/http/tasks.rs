@@ -13,7 +13,7 @@ use aos_kernel::{Event, Task, TaskId, TaskStatus};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +30,7 @@ pub(crate) async fn submit(
     State(s): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
+    lambda: Option<Extension<lambda_http::Context>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body: SubmitTask = views::json_body(body, r#"{"input": "What's the weather in Paris?"}"#)?;
@@ -39,14 +40,30 @@ pub(crate) async fn submit(
             ApiError::BadRequest("Idempotency-Key is 1-255 printable ASCII characters".into())
         })?),
     };
+    // X-Ray's trace id becomes the task's, so every envelope and log line of the task
+    // can be found from the request's trace: API Gateway's header first, else the
+    // api function's own invocation (the Lambda context lambda_http passes on).
+    let xray = headers
+        .get("x-amzn-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(xray_root)
+        .or_else(|| {
+            lambda
+                .as_ref()
+                .and_then(|Extension(c)| c.xray_trace_id.as_deref())
+                .and_then(xray_root)
+        });
     let submitted = s
         .kernel
-        .submit_for(Submission {
-            tenant: &caller.tenant,
-            agent: body.agent.as_deref().unwrap_or(DEFAULT_AGENT),
-            input: &body.input,
-            idempotency_key: key,
-        })
+        .submit_traced(
+            Submission {
+                tenant: &caller.tenant,
+                agent: body.agent.as_deref().unwrap_or(DEFAULT_AGENT),
+                input: &body.input,
+                idempotency_key: key,
+            },
+            xray,
+        )
         .await?;
     let status = if submitted.created {
         StatusCode::ACCEPTED
@@ -55,6 +72,25 @@ pub(crate) async fn submit(
     };
     let location = format!("/v1/tasks/{}", submitted.task.id);
     Ok((status, [(header::LOCATION, location)], Json(submitted.task)).into_response())
+}
+
+/// The `Root` of an X-Ray trace header (`Root=1-5759e988-bd862e3fe1be46a994272793;
+/// Parent=…;Sampled=1`) when it is a well-formed X-Ray trace id (`1-` then 8 and 24
+/// hex digits); anything else is ignored, never refused.
+pub fn xray_root(header: &str) -> Option<&str> {
+    let root = header
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("Root="))?;
+    let mut parts = root.split('-');
+    let well_formed = parts.next() == Some("1")
+        && parts
+            .next()
+            .is_some_and(|t| t.len() == 8 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        && parts
+            .next()
+            .is_some_and(|r| r.len() == 24 && r.bytes().all(|b| b.is_ascii_hexdigit()))
+        && parts.next().is_none();
+    well_formed.then_some(root)
 }
 
 /// The caller's task `id`, or a 404 that reads the same whether it exists elsewhere.

@@ -109,6 +109,7 @@ enum Command {
     /// Show a task's answer and timeline; with --follow, print its events as they
     /// happen until it ends. Exits 0 when the task succeeded, 1 otherwise.
     Task {
+        /// The task's id (`aos tasks` lists them).
         id: String,
         /// Print events live until the task ends (on the local store, this process
         /// runs the agents meanwhile).
@@ -136,6 +137,7 @@ enum Command {
     },
     /// Cancel an unfinished task: its later messages are acknowledged without running.
     Cancel {
+        /// The task's id.
         id: String,
         /// Why, for the timeline.
         #[arg(long)]
@@ -212,6 +214,7 @@ enum Command {
     },
     /// Show an agent's dead-letter queue; with --redrive, move it back to the queue.
     Dlq {
+        /// The agent whose queue it is.
         agent: String,
         /// Move every dead letter back to the agent's queue (after listing them).
         #[arg(long)]
@@ -267,6 +270,7 @@ enum ScheduleAction {
     },
     /// Delete a schedule.
     Delete {
+        /// The schedule's id (`aos schedule list` lists them).
         id: String,
         #[command(flatten)]
         on: On,
@@ -320,9 +324,9 @@ struct On {
     #[command(flatten)]
     api: ApiArgs,
     /// On the local store: the tenant acted for (through an API, the token's).
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", help_heading = "Local store")]
     tenant: String,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Local store")]
     common: Common,
 }
 

@@ -226,6 +226,8 @@ async fn the_demo_runs_through_the_function_binaries_under_the_lambda_emulator()
         ("AOS_DEADLINE_MARGIN_MS", "5000"),
         ("AOS_OFFLINE", "1"),
         ("RUST_LOG", "info"),
+        // What the template's LoggingConfig (LogFormat: JSON) makes Lambda set.
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -418,18 +420,22 @@ async fn the_demo_runs_through_the_function_binaries_under_the_lambda_emulator()
     // every message delivered once and acknowledged, no failure reported, and the
     // binaries' own batch reports say five applied and no duplicate.
     assert!(failures.is_empty(), "batch item failures: {failures:?}");
-    let counted = |field: &str| -> usize {
-        logs.values()
-            .flat_map(|log| log.lines())
-            .filter(|l| l.contains("batch done"))
-            .filter_map(|l| {
-                l.split(&format!(" {field}="))
-                    .nth(1)?
-                    .split(' ')
-                    .next()?
-                    .parse::<usize>()
-                    .ok()
-            })
+    // The functions' own lines: JSON objects (the emulator's are text).
+    let lines = |agent: &str| -> Vec<Value> {
+        logs[agent]
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let all: Vec<(&str, Value)> = agents
+        .iter()
+        .flat_map(|a| lines(a).into_iter().map(move |l| (*a, l)))
+        .collect();
+    let counted = |field: &str| -> u64 {
+        all.iter()
+            .filter(|(_, l)| l["message"] == "batch done")
+            .filter_map(|(_, l)| l[field].as_u64())
             .sum()
     };
     assert_eq!(counted("applied"), 5, "{logs:#?}");
@@ -438,6 +444,74 @@ async fn the_demo_runs_through_the_function_binaries_under_the_lambda_emulator()
     assert_eq!(
         done.usage.wakes, 5,
         "five wakes, none applied twice: {done:?}"
+    );
+    // Every line a wake logged names its task, agent, envelope and trace, and the
+    // invocation; each wake wrote one EMF record.
+    let wake_lines: Vec<&(&str, Value)> = all
+        .iter()
+        .filter(|(_, l)| l.get("_aws").is_none() && l.get("envelope_id").is_some())
+        .collect();
+    assert!(
+        wake_lines
+            .iter()
+            .filter(|(_, l)| l["message"] == "wake done")
+            .count()
+            == 5,
+        "{logs:#?}"
+    );
+    for (agent, l) in &wake_lines {
+        assert_eq!(l["task_id"], task.id.to_string(), "{l}");
+        assert_eq!(l["trace_id"], task.trace_id, "{l}");
+        assert_eq!(l["agent"], *agent, "{l}");
+        assert!(
+            l["request_id"].as_str().is_some_and(|r| !r.is_empty()),
+            "{l}"
+        );
+        assert!(l["timestamp"].is_string() && l["level"].is_string(), "{l}");
+    }
+    let emf: Vec<&(&str, Value)> = all
+        .iter()
+        .filter(|(_, l)| l.get("_aws").is_some())
+        .collect();
+    assert_eq!(emf.len(), 5, "one EMF record per wake: {emf:#?}");
+    for (agent, r) in &emf {
+        assert_eq!(r["_aws"]["CloudWatchMetrics"][0]["Namespace"], "AOS", "{r}");
+        assert_eq!(r["Agent"], *agent, "{r}");
+        assert_eq!(r["task_id"], task.id.to_string(), "{r}");
+        assert_eq!(r["trace_id"], task.trace_id, "{r}");
+        assert_eq!(
+            (r["Wakes"].as_u64(), r["Failures"].as_u64()),
+            (Some(1), Some(0)),
+            "{r}"
+        );
+        assert_eq!(
+            (r["Retries"].as_u64(), r["DeadLetters"].as_u64()),
+            (Some(0), Some(0)),
+            "{r}"
+        );
+        // At least the session's read and the commit.
+        assert!(r["AwsCalls"].as_u64() >= Some(2), "{r}");
+    }
+    let calls: u64 = emf
+        .iter()
+        .filter_map(|(_, r)| r["ModelCalls"].as_u64())
+        .sum();
+    assert_eq!(
+        calls, done.usage.llm_calls,
+        "the records add up to the task's usage"
+    );
+    // For the record: what a wake's log line and metric record look like, verbatim.
+    let weather = &logs["weather"];
+    let raw = |needle: &str| {
+        weather
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_default()
+    };
+    eprintln!(
+        "a wake's log line: {}\na wake's EMF record: {}",
+        raw(r#""message":"wake done""#),
+        raw(r#""_aws""#)
     );
     assert_eq!(deliveries.len(), 5, "{deliveries:?}");
     let ids: HashSet<&str> = deliveries.iter().map(|(id, _)| id.as_str()).collect();

@@ -73,7 +73,9 @@ impl ApiArgs {
         if self.local {
             return Ok(None);
         }
+        // With both given on the command line the saved login is not even read.
         let saved = match config_path() {
+            Some(_) if given(&self.api).is_some() && given(&self.token).is_some() => None,
             Some(path) => load(&path)?,
             None => None,
         };

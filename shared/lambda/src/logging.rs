@@ -15,22 +15,24 @@
 //! Payloads: our own code logs ids, counts and its own words, never a prompt, a
 //! model's answer, a tool's result or a key. Libraries log payloads at their most
 //! verbose levels (the Lambda runtime the raw event, the AWS SDK every request and
-//! response body, SigV4 the canonical request with the session token), so those are
-//! held at `debug` at most even when the function asks for `trace`
-//! ([`PAYLOAD_TARGETS`]).
+//! response body, SigV4 the canonical request with the session token), so their
+//! `trace` events are dropped whatever the filter asks for ([`PAYLOAD_TARGETS`],
+//! [`no_payloads`]); their other levels follow the filter.
 
 use std::fmt;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::{Directive, LevelFilter};
+use tracing_subscriber::filter::FilterFn;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Crates that log request or response bodies, raw events or signing material at
-/// `trace`: never more verbose than `debug`.
+/// `trace`: their `trace` events are never logged.
 pub const PAYLOAD_TARGETS: &[&str] = &[
     "lambda_runtime",
     "lambda_runtime_api_client",
@@ -59,36 +61,40 @@ pub fn init_tracing() {
     let _ = if json {
         json_subscriber(filter, std::io::stdout).try_init()
     } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_target(false)
-            .with_ansi(false)
-            .without_time()
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(no_payloads())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .with_ansi(false)
+                    .without_time(),
+            )
             .try_init()
     };
 }
 
-/// The subscriber of JSON logs, writing to `writer` (stdout on Lambda; a buffer in
-/// tests). `try_init` installs it, `finish` builds it.
-pub fn json_subscriber<W>(
-    filter: EnvFilter,
-    writer: W,
-) -> tracing_subscriber::fmt::SubscriberBuilder<JsonFields, FlatJson, EnvFilter, W>
+/// The subscriber of JSON logs ([`FlatJson`] lines), writing to `writer` (stdout on
+/// Lambda; a buffer in tests), with `filter` and [`no_payloads`].
+pub fn json_subscriber<W>(filter: EnvFilter, writer: W) -> impl Subscriber + Send + Sync + 'static
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .fmt_fields(JsonFields::new())
-        .event_format(FlatJson)
-        .with_writer(writer)
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(no_payloads())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(JsonFields::new())
+                .event_format(FlatJson)
+                .with_writer(writer),
+        )
 }
 
 /// The filter: `RUST_LOG`'s directives when set and valid, else the level
-/// `AWS_LAMBDA_LOG_LEVEL` names, else `info`; then every [`PAYLOAD_TARGETS`] crate
-/// held at `debug` at most (at the filter's own most verbose level when that is less).
+/// `AWS_LAMBDA_LOG_LEVEL` names, else `info`.
 pub fn filter(rust_log: Option<&str>, lambda_level: Option<&str>) -> EnvFilter {
-    let base = rust_log
+    rust_log
         .filter(|d| !d.trim().is_empty())
         .and_then(|d| EnvFilter::try_new(d).ok())
         .or_else(|| {
@@ -96,14 +102,24 @@ pub fn filter(rust_log: Option<&str>, lambda_level: Option<&str>) -> EnvFilter {
                 .filter(|l| !l.trim().is_empty())
                 .and_then(|l| EnvFilter::try_new(l.trim().to_ascii_lowercase()).ok())
         })
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    let most = base.max_level_hint().unwrap_or(LevelFilter::TRACE);
-    let cap = most.min(LevelFilter::DEBUG);
-    PAYLOAD_TARGETS.iter().fold(base, |f, target| {
-        match format!("{target}={cap}").parse::<Directive>() {
-            Ok(d) => f.add_directive(d),
-            Err(_) => f,
-        }
+        .unwrap_or_else(|| EnvFilter::new("info"))
+}
+
+/// Drops the `trace` events and spans of [`PAYLOAD_TARGETS`]: a cap, not a level,
+/// so it never makes those crates more verbose than the filter has them.
+pub fn no_payloads() -> FilterFn<fn(&Metadata<'_>) -> bool> {
+    FilterFn::new(not_a_payload as fn(&Metadata<'_>) -> bool)
+}
+
+fn not_a_payload(meta: &Metadata<'_>) -> bool {
+    *meta.level() != Level::TRACE || !is_payload_target(meta.target())
+}
+
+fn is_payload_target(target: &str) -> bool {
+    PAYLOAD_TARGETS.iter().any(|t| {
+        target
+            .strip_prefix(t)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
     })
 }
 
@@ -262,7 +278,7 @@ mod tests {
     fn capture(filter: EnvFilter, f: impl FnOnce()) -> Vec<Value> {
         let out = Captured::default();
         let writer = out.clone();
-        let subscriber = json_subscriber(filter, move || writer.clone()).finish();
+        let subscriber = json_subscriber(filter, move || writer.clone());
         tracing::subscriber::with_default(subscriber, f);
         out.lines()
     }
@@ -311,22 +327,28 @@ mod tests {
     }
 
     #[test]
-    fn payload_crates_are_held_at_debug_even_at_trace() {
+    fn payload_crates_never_log_at_trace_even_when_asked() {
         let lines = capture(filter(None, Some("TRACE")), || {
             tracing::trace!(target: "aws_smithy_runtime::client::orchestrator", body = "sk-secret", "transmitting request");
             tracing::trace!(target: "lambda_runtime::layers::api_response", body = "{}", "raw JSON event received from Lambda");
+            tracing::trace!(target: "aws_sigv4", "calculated signing parameters");
             tracing::debug!(target: "aws_smithy_runtime::client::orchestrator", "beginning attempt #1");
             tracing::trace!(target: "aos_kernel::kernel", "ours at trace");
+            tracing::trace!(target: "hyperion", "not hyper");
         });
         let messages: Vec<&str> = lines
             .iter()
             .map(|l| l["message"].as_str().unwrap())
             .collect();
-        assert_eq!(messages, ["beginning attempt #1", "ours at trace"]);
+        assert_eq!(
+            messages,
+            ["beginning attempt #1", "ours at trace", "not hyper"]
+        );
     }
 
     #[test]
     fn the_level_comes_from_rust_log_then_lambda_then_info() {
+        use tracing_subscriber::filter::LevelFilter;
         let at = |f: EnvFilter| f.max_level_hint();
         assert_eq!(at(filter(None, None)), Some(LevelFilter::INFO));
         assert_eq!(at(filter(None, Some("WARN"))), Some(LevelFilter::WARN));
@@ -338,11 +360,15 @@ mod tests {
             at(filter(Some(""), Some("error"))),
             Some(LevelFilter::ERROR)
         );
-        // At info, holding the payload crates at debug must not raise them to it.
-        let lines = capture(filter(None, None), || {
-            tracing::debug!(target: "aws_smithy_runtime", "quiet");
-            tracing::info!(target: "aos_lambda", "heard");
-        });
+        // Debug for one module of ours leaves the payload crates at info.
+        let lines = capture(
+            filter(Some("info,aos_lambda::assemble=debug"), None),
+            || {
+                tracing::debug!(target: "aws_smithy_runtime", "quiet");
+                tracing::debug!(target: "aos_lambda::assemble", aws_config_us = 12u64, "heard");
+            },
+        );
         assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["aws_config_us"], 12);
     }
 }

@@ -143,7 +143,7 @@ async fn no_key_and_no_prompt_in_any_log_line_and_every_wake_line_names_its_task
 
     let logs = Captured::default();
     let writer = logs.clone();
-    let subscriber = json_subscriber(filter(Some("trace"), None), move || writer.clone()).finish();
+    let subscriber = json_subscriber(filter(Some("trace"), None), move || writer.clone());
     let _default = tracing::subscriber::set_default(subscriber);
 
     let task = sys

@@ -15,8 +15,8 @@ const FINAL = new Set(['succeeded', 'failed', 'cancelled']);
 // Marks on an agent's lane, as `aos run` draws them.
 const MARKS = {
   submitted: '▶', woke: '●', delegated: '→', replied: '↩', answer: '✔', failed: '✖',
-  dead_lettered: '✖', cancelled: '⊘', approval_requested: '✋', approval_decided: '✓',
-  scheduled: '⏰', waiting: '☾', model: '◆', tool_call: '⚙', ignored: '·',
+  dead_lettered: '✖', cancelled: '⊘', approval_requested: '⚑', approval_decided: '✓',
+  scheduled: '◷', waiting: '☾', model: '◆', tool_call: '⚙', ignored: '·',
 };
 const LABELS = {
   submitted: 'submitted', woke: 'woke', model: 'model call', tool_call: 'tool call',
@@ -601,22 +601,32 @@ function drawTimeline(card, task, events) {
       wakes.set(e.envelope, w);
     }
     for (const w of wakes.values()) {
+      // A wake too short to see is shown by its marks alone.
+      if ((w.to - w.from) / span < 0.01) continue;
       const bar = h('span', { class: 'wake' });
       bar.style.left = pos(w.from);
       bar.style.width = `${((w.to - w.from) / span) * 100}%`;
       track.append(bar);
     }
+    // Events close in time (a wake's steps share a moment) read left to right in one
+    // pill, anchored so that it never leaves the track.
+    let cluster = null;
     for (const e of mine) {
       const sym = MARKS[e.kind];
       if (!sym || e.kind === 'waiting' || e.kind === 'ignored') continue;
+      if (!cluster || (e.at - cluster.at) / span > 0.03) {
+        const p = ((e.at - t0) / span) * 100;
+        cluster = { at: e.at, el: h('span', { class: 'cluster' }) };
+        cluster.el.style.left = `${p}%`;
+        cluster.el.style.transform = `translate(-${p}%, -50%)`;
+        track.append(cluster.el);
+      }
       const small = e.kind === 'model' || e.kind === 'tool_call';
-      const mark = h('span', {
+      cluster.el.append(h('span', {
         class: `mark k-${e.kind}${small ? ' small' : ''}`,
         title: `+${e.at - t0} ms · ${lane} · ${LABELS[e.kind] || e.kind}: ${short(readable(e), 200)}`,
         text: sym,
-      });
-      mark.style.left = pos(e.at);
-      track.append(mark);
+      }));
     }
     return h('div', { class: 'lane', dataset: { agent: lane } }, h('span', { class: 'lane-name', text: lane }), track);
   });
@@ -694,8 +704,8 @@ function drawFlow(card, task, events) {
     else if (e.kind === 'replied') line = [e.agent, '↩', e.detail.replace(/^→\s*/, '')];
     else if (e.kind === 'answer') line = [e.agent, '⇒', `user: answer (${e.detail.length} chars)`];
     else if (e.kind === 'failed' || e.kind === 'dead_lettered' || e.kind === 'cancelled') line = [e.agent, '✖', e.detail];
-    else if (e.kind === 'approval_requested' || e.kind === 'approval_decided') line = [e.agent, '✋', readable(e)];
-    else if (e.kind === 'scheduled') line = [e.agent, '⏰', e.detail];
+    else if (e.kind === 'approval_requested' || e.kind === 'approval_decided') line = [e.agent, MARKS[e.kind], readable(e)];
+    else if (e.kind === 'scheduled') line = [e.agent, MARKS.scheduled, e.detail];
     else continue;
     rows.push(h('div', { class: `msg k-${e.kind}` },
       h('span', { class: 'when', text: `+${ms(e.at - t0)}` }),
@@ -729,7 +739,7 @@ function approvalCard(a, after) {
   };
   const card = h('article', { class: 'card approval', dataset: { approval: a.id, tool: a.tool } },
     h('div', { class: 'row' },
-      h('span', { class: 'mark-inline k-approval_requested', text: '✋' }),
+      h('span', { class: 'mark-inline k-approval_requested', text: MARKS.approval_requested }),
       h('h3', { class: 'grow' }, h('span', { class: 'agent-name', text: a.agent }), ' wants to run ', h('code', { text: a.tool })),
       h('span', { class: 'when', text: `asked ${ago(a.asked_at)}` })),
     h('pre', { class: 'args', text: pretty(a.arguments) }),

@@ -254,6 +254,12 @@ async function signIn(ev) {
   const token = $('#token').value.trim();
   let base = $('#api-base').value.trim();
   if (base && !/^https?:\/\//.test(base)) base = `https://${base}`;
+  if (base) {
+    try { base = new URL(base).href; } catch {
+      $('#login-error').textContent = `"${base}" is not a URL; leave it empty for this page's own API.`;
+      return;
+    }
+  }
   const button = $('#login-submit');
   button.disabled = true;
   $('#login-error').textContent = '';
@@ -399,33 +405,42 @@ function tasksView(view) {
   view.append(form, h('section', { class: 'card' },
     h('h2', {}, 'Tasks'), summary, listError, list, more));
 
+  // `recent`: the newest tasks of every status, for the counts; `tasks`: the list shown
+  // (of one status when a filter is on), with any older pages the person asked for.
+  const PAGE = 200;
+  let recent = { tasks: [], next_cursor: null };
   let tasks = [];
   let next = null;
   const draw = () => {
     const by = {};
-    for (const t of tasks) {
+    for (const t of recent.tasks) {
       by[t.status] = by[t.status] || { n: 0, cost: 0 };
       by[t.status].n += 1;
       by[t.status].cost += t.usage.cost_micros || 0;
     }
     const chip = (status, label, n, cost) => h('button', {
       type: 'button', class: `stat${S.filter === status ? ' active' : ''}`, dataset: { status: status || 'all' },
-      onclick: () => { S.filter = status; refresh(); },
+      onclick: () => { S.filter = status; tasks = []; next = null; refresh(); },
     }, h('span', { class: 'stat-n', text: String(n) }), h('span', { class: 'stat-l' }, label), h('span', { class: 'stat-c', text: dollars(cost) }));
-    const total = tasks.reduce((a, t) => a + (t.usage.cost_micros || 0), 0);
+    const total = recent.tasks.reduce((a, t) => a + (t.usage.cost_micros || 0), 0);
     summary.replaceChildren(
-      chip('', 'all', S.filter ? '·' : tasks.length, S.filter ? 0 : total),
-      ...STATUSES.map((s) => chip(s, s, by[s] ? by[s].n : 0, by[s] ? by[s].cost : 0)));
-    list.replaceChildren(...(tasks.length ? tasks.map(taskRow) : [h('p', { class: 'muted', text: 'No tasks yet: run one above.' })]));
+      chip('', 'all', recent.tasks.length, total),
+      ...STATUSES.map((s) => chip(s, s, by[s] ? by[s].n : 0, by[s] ? by[s].cost : 0)),
+      recent.next_cursor ? h('span', { class: 'muted', text: `counts of the ${PAGE} newest tasks` }) : null);
+    list.replaceChildren(...(tasks.length ? tasks.map(taskRow)
+      : [h('p', { class: 'muted', text: S.filter ? `No ${S.filter} tasks.` : 'No tasks yet: run one above.' })]));
     more.hidden = !next;
   };
   const refresh = async () => {
     try {
-      const q = S.filter ? `&status=${S.filter}` : '';
-      const page = await api(`v1/tasks?limit=50${q}`);
-      // Keep the older pages the person asked for.
-      const older = tasks.filter((t) => !page.tasks.some((p) => p.id === t.id) && page.tasks.length && t.id < page.tasks[page.tasks.length - 1].id);
-      tasks = page.tasks.concat(S.filter ? older.filter((t) => t.status === S.filter) : older);
+      const filter = S.filter;
+      recent = await api(`v1/tasks?limit=${PAGE}`);
+      const page = filter ? await api(`v1/tasks?limit=${PAGE}&status=${filter}`) : recent;
+      if (filter !== S.filter) return;
+      // Keep the older pages loaded before, below this first page.
+      const last = page.tasks.length ? page.tasks[page.tasks.length - 1].id : '';
+      const older = tasks.filter((t) => t.id < last);
+      tasks = page.tasks.concat(older);
       if (!older.length) next = page.next_cursor || null;
       listError.textContent = '';
       draw();
@@ -434,7 +449,7 @@ function tasksView(view) {
   more.addEventListener('click', async () => {
     try {
       const q = S.filter ? `&status=${S.filter}` : '';
-      const page = await api(`v1/tasks?limit=50${q}&cursor=${encodeURIComponent(next)}`);
+      const page = await api(`v1/tasks?limit=${PAGE}${q}&cursor=${encodeURIComponent(next)}`);
       tasks = tasks.concat(page.tasks);
       next = page.next_cursor || null;
       draw();
@@ -442,7 +457,7 @@ function tasksView(view) {
   });
   refresh();
   loadAgents().then(fillAgents).catch(() => {});
-  every(3000, refresh);
+  every(4000, refresh);
 }
 
 function taskRow(t) {

@@ -68,7 +68,12 @@ fn each_binary_links_only_its_own_agents_tools() {
         (env!("CARGO_BIN_EXE_weather"), &["WeatherTool"][..]),
         (
             env!("CARGO_BIN_EXE_finance"),
-            &["CurrencyTool", "CalculatorTool", "InvoiceTool", "PaymentTool"][..],
+            &[
+                "CurrencyTool",
+                "CalculatorTool",
+                "InvoiceTool",
+                "PaymentTool",
+            ][..],
         ),
         (env!("CARGO_BIN_EXE_api"), &[][..]),
         (env!("CARGO_BIN_EXE_scheduler"), &[][..]),

@@ -310,25 +310,7 @@ async fn run_group(
     (failures, report)
 }
 
-/// A retry's reason as logs may carry it: without the provider's message, which can
-/// quote the request (so the prompt). Provider failures read `provider HTTP status
-/// (code): message` (aos-models' rule); the log keeps what comes before the message.
-/// Every other reason is the kernel's own words (a deadline, a commit race, a store
-/// error), capped at 300 characters.
-pub fn loggable_reason(reason: &str) -> String {
-    let head = match reason.find("HTTP ") {
-        Some(at) => {
-            let rest = &reason[at..];
-            let end = rest
-                .find(": ")
-                .or_else(|| rest.find(':'))
-                .unwrap_or(rest.len());
-            &reason[..at + end]
-        }
-        None => reason,
-    };
-    head.chars().take(300).collect()
-}
+pub use aos_kernel::kernel::loggable_reason;
 
 /// A started record's wake: what became of it, what it spent, and the envelope it
 /// carried (without its body) when it was one.

@@ -63,8 +63,9 @@ impl AuditRecord {
     }
 }
 
-/// Chains `entries` (action, data) onto `head` and returns them as events of the
-/// wake of `envelope`, advancing `head`.
+/// Chains `entries` (action, data) onto `head` and returns them as the one stored
+/// event of the wake of `envelope` (a JSON array of records: one row per wake rather
+/// than per record), advancing `head`. No entries, no event.
 #[allow(clippy::too_many_arguments)]
 pub fn chain(
     head: &mut AuditHead,
@@ -74,9 +75,12 @@ pub fn chain(
     envelope: EnvelopeId,
     at: u64,
     entries: Vec<(String, Value)>,
-) -> Vec<Event> {
-    let mut events = Vec::with_capacity(entries.len());
-    for (i, (action, data)) in entries.into_iter().enumerate() {
+) -> Option<Event> {
+    if entries.is_empty() {
+        return None;
+    }
+    let mut records = Vec::with_capacity(entries.len());
+    for (action, data) in entries {
         let prev = if head.seq == 0 {
             genesis(task, agent, session)
         } else {
@@ -97,17 +101,27 @@ pub fn chain(
         record.hash = record.compute_hash();
         head.seq = record.seq;
         head.hash = record.hash.clone();
-        events.push(Event {
-            id: EventId(envelope.derive("audit", i as u32)),
-            task,
-            at,
-            agent: agent.to_string(),
-            kind: EventKind::Audit,
-            detail: serde_json::to_string(&record).unwrap_or_default(),
-            envelope: Some(envelope),
-        });
+        records.push(record);
     }
-    events
+    Some(Event {
+        id: EventId(envelope.derive("audit", 0)),
+        task,
+        at,
+        agent: agent.to_string(),
+        kind: EventKind::Audit,
+        detail: serde_json::to_string(&records).unwrap_or_default(),
+        envelope: Some(envelope),
+    })
+}
+
+/// The records a stored audit event holds (an array; a single record is read too).
+pub fn records_of(event: &Event) -> Result<Vec<AuditRecord>, serde_json::Error> {
+    match serde_json::from_str::<Vec<AuditRecord>>(&event.detail) {
+        Ok(v) => Ok(v),
+        Err(e) => serde_json::from_str::<AuditRecord>(&event.detail)
+            .map(|r| vec![r])
+            .map_err(|_| e),
+    }
 }
 
 /// How a record that was itself changed is reported.
@@ -174,12 +188,16 @@ pub fn verify(
     // (agent, session) -> records in seq order
     let mut chains: BTreeMap<(String, String), Vec<(&Event, AuditRecord)>> = BTreeMap::new();
     for e in events.iter().filter(|e| e.is_audit()) {
-        report.records += 1;
-        match serde_json::from_str::<AuditRecord>(&e.detail) {
-            Ok(r) => chains
-                .entry((r.agent.clone(), r.session.clone()))
-                .or_default()
-                .push((e, r)),
+        match records_of(e) {
+            Ok(rs) => {
+                for r in rs {
+                    report.records += 1;
+                    chains
+                        .entry((r.agent.clone(), r.session.clone()))
+                        .or_default()
+                        .push((e, r));
+                }
+            }
             Err(err) => bad.push((
                 e.at,
                 e.id,
@@ -264,7 +282,7 @@ mod tests {
     fn log() -> (TaskId, Vec<Event>, AuditHead) {
         let task = TaskId::new(1_700_000_000_000);
         let mut head = AuditHead::default();
-        let mut events = chain(
+        let mut events: Vec<Event> = chain(
             &mut head,
             task,
             "primary",
@@ -275,7 +293,9 @@ mod tests {
                 ("received".into(), json!({"kind": "task"})),
                 ("model_call".into(), json!({"model": "offline"})),
             ],
-        );
+        )
+        .into_iter()
+        .collect();
         events.extend(chain(
             &mut head,
             task,
@@ -296,11 +316,13 @@ mod tests {
         assert!(ok.ok(), "{ok:?}");
         assert_eq!((ok.records, ok.chains), (3, 1));
 
+        assert_eq!(events.len(), 2, "one stored event per wake");
+
         let mut tampered = events.clone();
-        tampered[1].detail = tampered[1].detail.replace("offline", "offlinf");
+        tampered[0].detail = tampered[0].detail.replace("offline", "offlinf");
         let report = verify(task, &tampered, &heads);
         let m = report.first_mismatch.unwrap();
-        assert_eq!(m.event, events[1].id);
+        assert_eq!(m.event, events[0].id);
         assert_eq!(m.record, "primary/s1#2");
 
         let mut cut = events.clone();
@@ -309,7 +331,7 @@ mod tests {
         assert!(report.first_mismatch.unwrap().reason.contains("removed"));
 
         let mut dropped = events.clone();
-        dropped.remove(1);
+        dropped.remove(0);
         let report = verify(task, &dropped, &heads);
         assert_eq!(report.first_mismatch.unwrap().record, "primary/s1#3");
     }

@@ -854,7 +854,7 @@ impl Kernel {
         envelope: &Envelope,
         reason: String,
     ) -> Result<WakeOutcome, Retry> {
-        tracing::warn!(envelope = %envelope.id, agent = %envelope.to, %reason, "dead-lettering envelope");
+        tracing::warn!(envelope = %envelope.id, agent = %envelope.to, reason = %loggable_reason(&reason), "dead-lettering envelope");
         let mut parked = envelope.clone();
         if parked.body_ref.is_some() {
             // The blob store holds the body; the dead letter keeps the reference.
@@ -1188,7 +1188,8 @@ impl Kernel {
         Ok(events
             .iter()
             .filter(|e| e.is_audit())
-            .filter_map(|e| serde_json::from_str::<AuditRecord>(&e.detail).ok())
+            .filter_map(|e| audit::records_of(e).ok())
+            .flatten()
             .collect())
     }
 
@@ -1200,7 +1201,8 @@ impl Kernel {
         for record in events
             .iter()
             .filter(|e| e.is_audit())
-            .filter_map(|e| serde_json::from_str::<AuditRecord>(&e.detail).ok())
+            .filter_map(|e| audit::records_of(e).ok())
+            .flatten()
         {
             if !seen.insert((record.agent.clone(), record.session.clone())) {
                 continue;
@@ -1300,6 +1302,26 @@ pub fn budget_breach(usage: &Usage, budget: &Budget) -> Option<String> {
         ));
     }
     None
+}
+
+/// A reason (a retry's, a dead letter's) as logs may carry it: without the provider's message, which can
+/// quote the request (so the prompt). Provider failures read `provider HTTP status
+/// (code): message` (aos-models' rule); the log keeps what comes before the message.
+/// Every other reason is the kernel's own words (a deadline, a commit race, a store
+/// error), capped at 300 characters.
+pub fn loggable_reason(reason: &str) -> String {
+    let head = match reason.find("HTTP ") {
+        Some(at) => {
+            let rest = &reason[at..];
+            let end = rest
+                .find(": ")
+                .or_else(|| rest.find(':'))
+                .unwrap_or(rest.len());
+            &reason[..at + end]
+        }
+        None => reason,
+    };
+    head.chars().take(300).collect()
 }
 
 /// Shortens text for the timeline, on a character boundary.

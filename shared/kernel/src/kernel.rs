@@ -1198,12 +1198,13 @@ impl Kernel {
         let events = self.ports.tasks.task_events(task).await?;
         let mut heads = Vec::new();
         let mut seen = HashSet::new();
-        for record in events
+        let records: Vec<AuditRecord> = events
             .iter()
             .filter(|e| e.is_audit())
             .filter_map(|e| audit::records_of(e).ok())
             .flatten()
-        {
+            .collect();
+        for record in records {
             if !seen.insert((record.agent.clone(), record.session.clone())) {
                 continue;
             }

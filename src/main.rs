@@ -935,6 +935,7 @@ async fn dev(addr: &str, secret: &SecretArgs, common: &Common) -> anyhow::Result
             "AOS dev: resumed {released} in-flight message(s) and {resent} queued task(s) from the last run"
         );
     }
+    println!("  dashboard: http://{local}/ (sign in with the token below)");
     println!(
         "  API v1: http://{local}/v1/openapi.json describes it; every route but /v1/health needs a bearer token"
     );

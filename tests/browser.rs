@@ -4,7 +4,8 @@
 //! takes a second or two and can be watched): sign in with the token `aos dev`
 //! printed, submit the demo from the page's form, watch the lanes of primary, weather
 //! and finance appear live from the event stream until the task succeeds, and save a
-//! screenshot of the finished timeline to `docs/dashboard.png` (shown in the README).
+//! screenshot of the finished timeline to `target/browser/dashboard.png` (with
+//! `AOS_UPDATE_DOCS=1`, also to `docs/dashboard.png`, shown in the README).
 //! Then submit a payment to finance, approve its `send_payment` call from the
 //! approvals view, and check through the API that the task succeeded and the tool ran
 //! exactly once. Every view must fit a 375 px wide phone screen without scrolling
@@ -588,9 +589,16 @@ fn the_dashboard_runs_the_demo_live_takes_an_approval_and_fits_a_phone() {
         "a real picture, not a blank page: {} bytes",
         png.len()
     );
-    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
-    std::fs::create_dir_all(&docs).unwrap();
-    std::fs::write(docs.join("dashboard.png"), &png).unwrap();
+    // Saved beside the build on every run; `AOS_UPDATE_DOCS=1` refreshes the README's
+    // copy in docs/ (so a plain test run leaves the checkout clean).
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("dashboard.png"), &png).unwrap();
+    if std::env::var("AOS_UPDATE_DOCS").is_ok_and(|v| v == "1") {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+        std::fs::create_dir_all(&docs).unwrap();
+        std::fs::write(docs.join("dashboard.png"), &png).unwrap();
+    }
 
     // A payment: finance asks before send_payment runs; approve it from the page.
     b.go("#/tasks");

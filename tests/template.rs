@@ -1028,6 +1028,7 @@ fn the_api_routes_are_under_v1_behind_the_jwt_authorizer_but_health_and_openapi(
         open,
         BTreeSet::from([
             "GET /".into(),
+            "GET /assets/{file}".into(),
             "GET /v1/health".into(),
             "GET /v1/openapi.json".into()
         ])

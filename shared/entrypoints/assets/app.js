@@ -566,10 +566,15 @@ function taskView(view, id) {
         refreshTask.pending = setTimeout(() => { refreshTask.pending = null; refreshTask(); }, 400);
       }
       if (e.kind === 'approval_requested' || e.kind === 'approval_decided') refreshApprovals();
-    }, async () => {
+    }, async (end) => {
       T.ended = true;
-      // The final word: the task as stored and its whole timeline.
+      // The final word: the task as stored and its whole timeline. A read already in
+      // flight may predate the end, so wait it out and read again.
+      if (fetching) { try { await fetching; } catch { /* read again below */ } }
       await refreshTask();
+      if (T.task && end && end.status && T.task.status !== end.status) {
+        T.task = { ...T.task, status: end.status };
+      }
       try {
         const { events } = await api(`v1/tasks/${encodeURIComponent(id)}/events`);
         for (const e of events) if (!T.seen.has(e.id)) { T.seen.add(e.id); T.events.push(e); }

@@ -579,9 +579,12 @@ function taskView(view, id) {
         const { events } = await api(`v1/tasks/${encodeURIComponent(id)}/events`);
         for (const e of events) if (!T.seen.has(e.id)) { T.seen.add(e.id); T.events.push(e); }
       } catch { /* the streamed events stand */ }
-      root.dataset.ended = '1';
       approvals.replaceChildren();
-      redraw();
+      // Drawn now, not at the next animation frame: `ended` marks a page that shows
+      // the final state.
+      drawHead();
+      drawEvents();
+      root.dataset.ended = '1';
     });
   });
   refreshApprovals();

@@ -24,10 +24,10 @@ pub fn detail(e: &Event) -> String {
         EventKind::ApprovalRequested => {
             match serde_json::from_str::<aos_kernel::approvals::ApprovalRequest>(&e.detail) {
                 Ok(r) => format!(
-                    "approval needed: {}({}) — approve with `aos approve {}`",
+                    "approval needed: `aos approve {}` for {}({})",
+                    aos_kernel::approvals::approval_id(e.task, r.envelope),
                     r.tool,
-                    short(&r.arguments.to_string(), 80),
-                    aos_kernel::approvals::approval_id(e.task, r.envelope)
+                    short(&r.arguments.to_string(), 80)
                 ),
                 Err(_) => e.detail.clone(),
             }

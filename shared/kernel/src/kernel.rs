@@ -911,7 +911,10 @@ impl Kernel {
 
     /// Handles queue text that is not an envelope at all.
     pub async fn reject_raw(&self, agent: &str, body: &str, reason: &str) -> Result<(), Retry> {
-        tracing::warn!(agent, reason, "dead-lettering unparseable message");
+        // A parse error can quote a fragment of the message (a prompt, a result): the
+        // log keeps what kind of failure it was; the dead letter keeps it whole.
+        let kind = reason.split(':').next().unwrap_or_default();
+        tracing::warn!(agent, reason = kind, "dead-lettering unparseable message");
         self.ports.mailbox.dead_letter(agent, body, reason).await?;
         Ok(())
     }

@@ -10,6 +10,7 @@ use crate::s3::S3Blobs;
 use crate::sqs::SqsQueues;
 use aos_kernel::model::Envelope;
 use aos_kernel::ports::{BlobStore, Clock, Mailbox, PortError, Scheduler};
+use aos_kernel::schedules::When;
 use async_trait::async_trait;
 use aws_sdk_scheduler::Client;
 use aws_sdk_scheduler::error::ProvideErrorMetadata;
@@ -39,56 +40,21 @@ impl std::fmt::Debug for EventScheduler {
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard
-/// Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// `at(yyyy-mm-ddThh:mm:ss)` in UTC for epoch milliseconds, rounded down to the
 /// second (the service's resolution).
 pub fn at_expression(at_ms: u64) -> String {
-    let secs = (at_ms / 1000) as i64;
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!(
-        "at({y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02})",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    When::At(at_ms).expression()
 }
 
 /// The epoch milliseconds of an `at(...)` expression in UTC.
 pub fn parse_at_expression(expr: &str) -> Option<u64> {
-    let inner = expr.strip_prefix("at(")?.strip_suffix(')')?;
-    let (date, time) = inner.split_once('T')?;
-    let mut date = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, mo, d) = (date.next()??, date.next()??, date.next()??);
-    let mut time = time.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, mi, s) = (time.next()??, time.next()??, time.next()??);
-    let days = days_from_civil(y, u32::try_from(mo).ok()?, u32::try_from(d).ok()?);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + s;
-    u64::try_from(secs).ok().map(|s| s * 1000)
+    if !expr.starts_with("at(") {
+        return None;
+    }
+    match When::parse(expr) {
+        Ok(When::At(ms)) => Some(ms),
+        _ => None,
+    }
 }
 
 /// The schedule of an envelope: its id is a ULID, so the name is unique and short.

@@ -7,6 +7,8 @@
 //! audit verify`) on the store the runtime left.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use aos::runtime::{ExtraTools, Runtime, RuntimeConfig};
 use aos_entrypoints::http::auth::{Claims, mint, now_secs};
 use aos_entrypoints::http::{AppState, Auth, app};
@@ -281,16 +283,12 @@ fn api_clone(api: &Api) -> Api {
 }
 
 fn aos(db: &Path, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aos"))
+    let home = db.parent().expect("the store is in a directory");
+    let out = common::aos_local(home)
         .args(args)
         .arg("--db")
         .arg(db)
         .args(["--offline"])
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("AOS_MODEL")
-        .env_remove("AOS_DEFAULT_MODEL")
         .output()
         .unwrap();
     let text = format!(

@@ -3,20 +3,14 @@
 //! that record.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn aos(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aos"))
+    common::aos_local(dir)
         .args(args)
-        .current_dir(dir)
-        .env("AOS_OFFLINE", "true")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("AOS_MODEL")
-        .env_remove("AOS_DEFAULT_MODEL")
-        .env_remove("AOS_DB")
         .output()
         .expect("aos runs")
 }

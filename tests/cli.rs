@@ -1,23 +1,11 @@
 //! `aos run` as a person runs it: the binary, a fresh store, the demo request.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
+mod common;
 
 fn aos(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_aos"))
+    common::aos_local(dir)
         .args(args)
-        .current_dir(dir)
-        .env("AOS_OFFLINE", "true")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("AOS_MODEL")
-        .env_remove("AOS_DEFAULT_MODEL")
-        .env_remove("AOS_DB")
-        // No `aos login` of the developer's, no API from the environment: the
-        // commands here work on the store in `dir`.
-        .env("XDG_CONFIG_HOME", dir)
-        .env_remove("AOS_API_URL")
         .output()
         .expect("aos runs")
 }
@@ -285,18 +273,9 @@ fn boolean_settings_take_1_and_0_as_well_as_true_and_false() {
     let run = |offline: &str, extra: &[&str]| {
         let mut args = vec!["run", "-q", "What's the weather in Paris?"];
         args.extend_from_slice(extra);
-        Command::new(env!("CARGO_BIN_EXE_aos"))
+        common::aos_local(dir.path())
             .args(&args)
-            .current_dir(dir.path())
             .env("AOS_OFFLINE", offline)
-            .env("XDG_CONFIG_HOME", dir.path())
-            .env_remove("AOS_API_URL")
-            .env_remove("OPENAI_API_KEY")
-            .env_remove("OPENAI_BASE_URL")
-            .env_remove("ANTHROPIC_API_KEY")
-            .env_remove("AOS_MODEL")
-            .env_remove("AOS_DEFAULT_MODEL")
-            .env_remove("AOS_DB")
             .output()
             .unwrap()
     };

@@ -1135,7 +1135,7 @@ impl Kernel {
                 .ok_or_else(not_found)?,
         };
         let body = serde_json::to_string(&decision).unwrap_or_default();
-        if approval.status == ApprovalStatus::Pending {
+        let decided = if approval.status == ApprovalStatus::Pending {
             let event = Event {
                 id: approvals::decision_event(envelope_id),
                 task: task.id,
@@ -1158,7 +1158,10 @@ impl Kernel {
                     by: stored.decided_by.unwrap_or_default(),
                 });
             }
-        }
+            stored
+        } else {
+            approval
+        };
         let envelope = Envelope {
             id: envelope_id,
             task: task.id,
@@ -1182,7 +1185,8 @@ impl Kernel {
         }])
         .await
         .map_err(|r| DecideError::Port(PortError::Unavailable(r.reason)))?;
-        self.approval(tenant, id).await?.ok_or_else(not_found)
+        // Sending the envelope changes nothing stored: the approval as read back holds.
+        Ok(decided)
     }
 
     /// A task's audit records, in chain order per session (sessions by first record).

@@ -292,7 +292,8 @@ impl Kernel {
         input: &str,
         id: Option<TaskId>,
     ) -> Result<Task, SubmitError> {
-        self.submit_task(DEFAULT_TENANT, agent, input, id, None)
+        let def = self.check_submission(agent, input)?;
+        self.submit_task(DEFAULT_TENANT, def, input, id, None)
             .await
             .map(|s| s.task)
     }
@@ -318,7 +319,7 @@ impl Kernel {
         if !valid_tenant(s.tenant) {
             return Err(SubmitError::InvalidTenant(s.tenant.to_string()));
         }
-        self.check_submission(s.agent, s.input)?;
+        let def = self.check_submission(s.agent, s.input)?;
         let mut id = TaskId::new(self.now_ms());
         if let Some(key) = s.idempotency_key {
             if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()) {
@@ -337,7 +338,7 @@ impl Kernel {
             id = bound;
         }
         let trace_id = trace_id.filter(|t| valid_trace_id(t));
-        self.submit_task(s.tenant, s.agent, s.input, Some(id), trace_id)
+        self.submit_task(s.tenant, def, s.input, Some(id), trace_id)
             .await
     }
 
@@ -375,15 +376,15 @@ impl Kernel {
         Ok(def)
     }
 
+    /// Records a checked submission ([`Kernel::check_submission`]) and sends it.
     async fn submit_task(
         &self,
         tenant: &str,
-        agent: &str,
+        def: &AgentDef,
         input: &str,
         id: Option<TaskId>,
         trace_id: Option<&str>,
     ) -> Result<Submitted, SubmitError> {
-        let def = self.check_submission(agent, input)?;
         let now = self.now_ms();
         let id = id.unwrap_or_else(|| TaskId::new(now));
         let task = Task {
